@@ -1,0 +1,1 @@
+"""Data path: raw records -> tokenized indexed binaries -> deterministic training samples."""
