@@ -1,0 +1,22 @@
+"""Entry point: `torchrun ... -m acerag_megatron.train_compressive_encoder <seed flags>`.
+
+Accepts every flag of AceRAG's training document with its meaning there, plus Megatron's
+parallelism flags (`--tensor_model_parallel_size`, `--pipeline_model_parallel_size`,
+`--sequence_parallel`, ...). `--help` lists them all.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv=None):
+    from acerag_megatron.training.arguments import parse_args
+
+    args = parse_args(argv)
+    from acerag_megatron.training.trainer import run  # heavy imports after argument errors
+
+    run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Training: arguments, batch collation, loss weighting, schedules, checkpoints, the loop."""

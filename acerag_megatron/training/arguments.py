@@ -1,0 +1,187 @@
+"""Command-line surface of `acerag_megatron.train_compressive_encoder`.
+
+The flat flags of AceRAG's training document keep their names and meanings (HfArgumentParser
+style: `--window_mode True`, `--gradient_checkpointing` bare or with a value); Megatron's
+parallelism and trainer flags come on top. One dataclass is the source of truth: every field
+is a flag, its `help` metadata is the flag's help text.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, get_args, get_origin
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass(kw_only=True)
+class TrainArguments:
+    # --- the seed's flags -------------------------------------------------------------
+    language_model_name_or_path: str = _help("Frozen LM: HF folder or hub id (also the tokenizer).")
+    encoder_name_or_path: Optional[str] = _help(
+        "Encoder init: HF folder/hub id, or a previous stage's checkpoint-N/compressive_encoder. "
+        "Defaults to the LM checkpoint.", default=None)
+    encoder_num_hidden_layers: int = _help("Layers of the compressive encoder.", default=8)
+    window_mode: bool = _help("Window-mode pretraining (True) or finetuning (False).", default=False)
+    window: int = _help("Window (segment) length in window mode.", default=1024)
+    min_length: int = _help("Keep samples with min_length < length (strict).", default=1024)
+    max_length: int = _help("Keep samples with length < max_length (strict).", default=16000)
+    lm_max_length: int = _help("LM token budget used by finetune truncation.", default=4096)
+    encoder_max_length: int = _help("Maximum encoder sequence (group / chunk) length.", default=4096)
+    comp_candidates: list[int] = _help("Compression ratios drawn from.", default_factory=lambda: [1, 2, 4, 8])
+    pretraining_down_scaling_method: str = _help("Index selection in window mode: stride|random.", default="stride")
+    down_scaling_method: str = _help("Index selection in finetuning: stride|random|terminal.", default="stride")
+    data_files: list[str] = _help("Raw JSON/JSONL files (preprocessed into a cache) or preprocessed prefixes.",
+                                  default_factory=list)
+    data_splits: list[float] = _help("Per-file fraction of train_num_per_data (METHOD §5).", default_factory=list)
+    train_num_per_data: Optional[int] = _help("Target sample count per file before splits.", default=None)
+    output_dir: str = _help("Run folder: checkpoint-N/, metrics.jsonl, config.json.")
+    save_strategy: str = _help("epoch | steps | no.", default="epoch")
+    save_steps: float = _help("With save_strategy steps: every N steps, or a fraction (<1) of total steps.",
+                              default=500)
+    stage: str = _help("pt (pretraining) or ft (finetuning); informational, window_mode decides the algorithm.",
+                       default="pt")
+    learning_rate: float = _help("Peak learning rate (AdamW).", default=5e-5)
+    per_device_train_batch_size: int = _help("Samples per micro-batch per data-parallel rank.", default=1)
+    gradient_checkpointing: bool = _help("Activation recompute; maps to --recompute full unless --recompute is set.",
+                                         default=False)
+    attn_implementation: Optional[str] = _help("Accepted for compatibility; flash_attention_2/sdpa map to "
+                                               "--attention_backend auto.", default=None)
+    use_safetensors: bool = _help("Accepted for compatibility: folders are read in whatever format they hold.",
+                                  default=False)
+    deepspeed: Optional[str] = _help("DeepSpeed JSON; its ZeRO stage >= 1 maps to Megatron's distributed optimizer.",
+                                     default=None)
+    # --- Megatron and trainer flags on top -------------------------------------------
+    tensor_model_parallel_size: int = _help("Tensor-parallel size.", default=1)
+    pipeline_model_parallel_size: int = _help("Pipeline-parallel size of the frozen LM (encoder on stage 0).",
+                                              default=1)
+    sequence_parallel: bool = _help("Sequence parallelism (needs tensor parallelism).", default=False)
+    global_batch_size: Optional[int] = _help("Samples per optimizer step; default per_device x data-parallel size.",
+                                             default=None)
+    max_steps: int = _help("Stop after this many steps (-1: by epochs).", default=-1)
+    num_train_epochs: int = _help("Epochs over the mixed dataset.", default=1)
+    seed: int = _help("Seed for data order, ratios and indices.", default=42)
+    logging_steps: int = _help("Log every N steps.", default=50)
+    resume_from_checkpoint: Optional[str] = _help(
+        "auto (latest complete checkpoint in output_dir), none, or a checkpoint folder.", default="auto")
+    recompute: Optional[str] = _help("none | selective | full.", default=None)
+    attention_backend: str = _help("auto | flex | sdpa | te | flash | unfused.", default="auto")
+    use_distributed_optimizer: Optional[bool] = _help("Shard optimizer state over data parallel ranks.", default=None)
+    bf16: Optional[bool] = _help("bf16 weights with fp32 main params (default: on for GPU, off on CPU).", default=None)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    warmup_ratio: float = _help("Linear warm-up fraction of total steps.", default=0.1)
+    max_grad_norm: float = _help("Gradient clipping.", default=1.0)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.999)
+    adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
+    max_nonfinite_steps: int = _help("Stop after this many consecutive non-finite losses.", default=5)
+    peak_tflops: float = _help("Peak bf16 dense TFLOP/s per GPU for MFU (H100/H200: 989).", default=989.0)
+    preprocess_cache_dir: Optional[str] = _help("Cache for raw JSON given to --data_files "
+                                                "(default <output_dir>/../.preprocess_cache).", default=None)
+    sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",
+                                               default=False)
+    report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
+
+    def __post_init__(self):
+        if self.recompute is None:
+            self.recompute = "full" if self.gradient_checkpointing else "none"
+        if self.recompute not in ("none", "selective", "full"):
+            raise ValueError(f"--recompute must be none|selective|full, got {self.recompute!r}")
+        if self.save_strategy not in ("epoch", "steps", "no"):
+            raise ValueError(f"--save_strategy must be epoch|steps|no, got {self.save_strategy!r}")
+        if self.window_mode and self.per_device_train_batch_size != 1:
+            raise ValueError("--per_device_train_batch_size must be 1 in window mode (one document per micro-batch)")
+        if self.sequence_parallel and self.tensor_model_parallel_size == 1:
+            self.sequence_parallel = False
+        if self.data_splits and len(self.data_splits) > len(self.data_files):
+            raise ValueError("--data_splits has more entries than --data_files")
+        if not self.data_files:
+            raise ValueError("--data_files is required")
+        if self.encoder_name_or_path is None:
+            self.encoder_name_or_path = self.language_model_name_or_path
+        if self.use_distributed_optimizer is None:
+            self.use_distributed_optimizer = deepspeed_zero_stage(self.deepspeed) >= 1 if self.deepspeed else True
+
+    @property
+    def encoder_method(self) -> str:
+        return self.pretraining_down_scaling_method if self.window_mode else self.down_scaling_method
+
+
+def deepspeed_zero_stage(path: Optional[str]) -> int:
+    """ZeRO stage of a DeepSpeed JSON config (0 when absent)."""
+    if not path:
+        return 0
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: --deepspeed {path}: file not found")
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --deepspeed {path}:{e.lineno}: invalid JSON ({e.msg})")
+    return int(cfg.get("zero_optimization", {}).get("stage", 0))
+
+
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "y", "t"):
+        return True
+    if s in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse parser generated from TrainArguments (one flag per field)."""
+    p = argparse.ArgumentParser(
+        prog="python -m acerag_megatron.train_compressive_encoder",
+        description="Train an AceRAG compressive encoder against a frozen LM on Megatron-core.")
+    for f in dataclasses.fields(TrainArguments):
+        tp = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307 (own annotations)
+        base, required = tp, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if get_origin(tp) is Optional or type(None) in get_args(tp):
+            base = next(a for a in get_args(tp) if a is not type(None))
+        kw = dict(help=f.metadata.get("help"), required=required)
+        if base is bool:
+            kw.update(type=str2bool, nargs="?", const=True)
+        elif get_origin(base) is list:
+            kw.update(type=get_args(base)[0], nargs="+")
+        else:
+            kw.update(type=base)
+        p.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, **kw)
+    return p
+
+
+def parse_args(argv=None) -> TrainArguments:
+    ns = build_parser().parse_args(argv)
+    try:
+        return TrainArguments(**vars(ns))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+
+
+def notes_for(args: TrainArguments) -> list[str]:
+    """Human notes on how compatibility flags were mapped (printed in the start-up summary)."""
+    notes = []
+    if args.deepspeed:
+        stage = deepspeed_zero_stage(args.deepspeed)
+        notes.append(f"--deepspeed {args.deepspeed}: ZeRO stage {stage} -> Megatron "
+                     f"{'distributed optimizer' if args.use_distributed_optimizer else 'replicated optimizer'}")
+    if args.gradient_checkpointing:
+        notes.append(f"--gradient_checkpointing -> --recompute {args.recompute}")
+    if args.attn_implementation:
+        notes.append(f"--attn_implementation {args.attn_implementation} -> --attention_backend {args.attention_backend}")
+    return notes
+
+
+def save_steps_interval(save_steps: float, total_steps: int) -> int:
+    """A fractional save_steps is a fraction of total steps (rounded up), as transformers does."""
+    if save_steps < 1:
+        return max(1, math.ceil(total_steps * save_steps))
+    return int(save_steps)

@@ -1,0 +1,129 @@
+"""Samples -> one model micro-batch (the tensor contract of CompressiveModel.forward).
+
+Window mode uses the batched form of the reference's per-window loop: one LM row per
+predicted window k (memory placeholders for Z_0..Z_{k-1}, then the raw tokens of window k),
+right-padded; every encoder group is one encoder row. Right padding under a causal mask
+leaves every real token's attention unchanged, so each row computes exactly what one
+iteration of the reference loop computes, and one forward serves the pipeline schedule.
+
+Finetuning: one LM row per sample (head, placeholders, tail) and one encoder row per chunk
+that selects at least one index; chunks without indices are dropped as the reference does.
+
+Loss weights reproduce the reference reduction exactly (METHOD §3.5, A15): a token mean
+within a sample (across all windows in window mode), then a mean over the samples of the
+global batch. Each token of sample j gets `scale / valid_j`; the trainer picks `scale` so
+that Megatron's averaging over micro-batches and data-parallel ranks ends at that mean.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from acerag_megatron import PRETRAIN_PLACEHOLDER_TOKEN_ID
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class _Rows:
+    """Variable-length rows padded into a [B, S] tensor, with a flat-index helper."""
+
+    rows: list[np.ndarray]
+    pad_id: int
+
+    @property
+    def width(self) -> int:
+        return max((len(r) for r in self.rows), default=0)
+
+    def ids(self) -> torch.Tensor:
+        out = np.full((len(self.rows), max(self.width, 1)), self.pad_id, dtype=np.int64)
+        for b, r in enumerate(self.rows):
+            out[b, : len(r)] = r
+        return torch.from_numpy(out)
+
+    def positions(self) -> torch.Tensor:
+        w = max(self.width, 1)
+        return torch.arange(w, dtype=torch.long).unsqueeze(0).expand(len(self.rows), w).contiguous()
+
+    def flat(self, row: int, pos: np.ndarray) -> np.ndarray:
+        return row * max(self.width, 1) + np.asarray(pos, dtype=np.int64)
+
+
+def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarray],
+          labels: list[np.ndarray], weights: list[float], num_samples: int) -> dict:
+    """Common tail of both collators: shifted labels, per-token weights, flat indices."""
+    ids = lm.ids()
+    lab = torch.full_like(ids, IGNORE_INDEX)
+    wts = torch.zeros(ids.shape, dtype=torch.float32)
+    for b, (row_labels, w) in enumerate(zip(labels, weights)):
+        n = len(row_labels)
+        # labels[t] is the target predicted at position t (next-token shift of HF labels).
+        lab[b, : n - 1] = torch.from_numpy(row_labels[1:].astype(np.int64))
+        wts[b, : n - 1] = w
+    wts[lab == IGNORE_INDEX] = 0.0
+    cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64)) if parts else torch.zeros(0, dtype=torch.long)  # noqa: E731
+    return {
+        "enc_input_ids": enc.ids(),
+        "enc_position_ids": enc.positions(),
+        "enc_attention_mask": None,
+        "enc_gather_index": cat(gather),
+        "lm_input_ids": ids,
+        "lm_position_ids": lm.positions(),
+        "lm_attention_mask": None,
+        "splice_index": cat(splice),
+        "labels": lab,
+        "loss_weight": wts,
+        "num_samples": num_samples,
+        "enc_real_lengths": [len(r) for r in enc.rows],
+        "lm_real_lengths": [len(r) for r in lm.rows],
+    }
+
+
+def collate_window(sample, pad_id: int, scale: float = 1.0) -> dict:
+    """One window-mode document (a WindowSample) -> micro-batch dict (batched per-window loop)."""
+    tokens = np.asarray(sample.tokens, dtype=np.int64)
+    enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id)
+    group_of = np.empty(len(tokens), dtype=np.int64)
+    start_of = np.empty(len(tokens), dtype=np.int64)
+    for g, (s, e) in enumerate(sample.groups):
+        group_of[s:e] = g
+        start_of[s:e] = s
+    # Encoder output row of every selected position of segment i (Z_i), in LM order.
+    z_rows = [enc.flat(group_of[sel], sel - start_of[sel]) if len(sel) else np.zeros(0, np.int64)
+              for sel in (np.asarray(x, dtype=np.int64) for x in sample.selected)]
+    lm_rows, labels, gather, splice_pos = [], [], [], []
+    for k in range(1, len(sample.segments)):
+        s, e = sample.segments[k]
+        mem = np.concatenate(z_rows[:k]) if k else np.zeros(0, np.int64)
+        mu = len(mem)
+        lm_rows.append(np.concatenate([np.full(mu, PRETRAIN_PLACEHOLDER_TOKEN_ID, np.int64), tokens[s:e]]))
+        labels.append(np.concatenate([np.full(mu, IGNORE_INDEX, np.int64), tokens[s:e]]))
+        gather.append(mem)
+        splice_pos.append(np.arange(mu))
+    lm = _Rows(lm_rows, pad_id)
+    splice = [lm.flat(k, pos) for k, pos in enumerate(splice_pos)]
+    valid = sum(int((lab[1:] != IGNORE_INDEX).sum()) for lab in labels)
+    return _pack(lm, enc, gather, splice, labels, [scale / max(valid, 1)] * len(labels), 1)
+
+
+def collate_finetune(samples, pad_id: int, scale: float = 1.0) -> dict:
+    """A list of FinetuneSamples -> one micro-batch dict (one LM row per sample)."""
+    enc_rows, enc_idx, lm_rows, labels, weights = [], [], [], [], []
+    for smp in samples:
+        for chunk, idx in zip(smp.encoder_chunks, smp.encoder_indices):
+            if len(idx):
+                enc_rows.append(np.asarray(chunk, dtype=np.int64))
+                enc_idx.append(np.asarray(idx, dtype=np.int64))
+        lm_rows.append(np.asarray(smp.input_ids, dtype=np.int64))
+        lab = np.asarray(smp.labels, dtype=np.int64)
+        labels.append(lab)
+        weights.append(scale / max(int((lab[1:] != IGNORE_INDEX).sum()), 1))
+    enc, lm = _Rows(enc_rows, pad_id), _Rows(lm_rows, pad_id)
+    gather = [enc.flat(r, idx) for r, idx in enumerate(enc_idx)]
+    splice = []
+    for b, smp in enumerate(samples):
+        p = sum(len(ix) for ix in smp.encoder_indices)
+        splice.append(lm.flat(b, smp.placeholder_start + np.arange(p)))
+    return _pack(lm, enc, gather, splice, labels, weights, len(samples))

@@ -1,0 +1,34 @@
+"""Loss reduction matching the reference: token mean per sample, mean over samples.
+
+The collator weights each token by `scale / valid_tokens_of_its_sample`. Megatron's schedule
+divides each micro-batch loss by the number of micro-batches M, and DDP averages gradients
+over the data-parallel size D, so the trainer uses `scale = M * D / G` (G = samples in the
+global batch): the gradient is then exactly that of mean-over-samples of per-sample token
+means, whatever the number of samples per micro-batch.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def loss_scale(num_microbatches: int, dp_size: int, global_samples: int) -> float:
+    return num_microbatches * dp_size / global_samples
+
+
+def make_loss_func(batch: dict, scale: float):
+    """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage)."""
+    weights = batch["loss_weight"]
+    mask = (batch["labels"] != -100).float()
+
+    def loss_func(per_token_loss: torch.Tensor):
+        ce = per_token_loss.float()
+        w = weights.to(ce.device)
+        loss = (ce * w).sum()
+        m = mask.to(ce.device)
+        # Reported values, independent of the scaling: sum of per-sample means, per-row means.
+        sample_mean_sum = (ce * w).sum().detach() / scale
+        row_loss = (ce * m).sum(1).detach() / m.sum(1).clamp(min=1)
+        return loss, {"sample_mean_sum": sample_mean_sum, "row_loss": row_loss,
+                      "num_samples": torch.tensor(float(batch["num_samples"]))}
+
+    return loss_func

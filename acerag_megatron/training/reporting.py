@@ -1,0 +1,87 @@
+"""What the user sees: start-up summary, a rank-0 progress bar with ETA, metrics JSONL,
+and optional TensorBoard / W&B sinks when those packages are installed."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Reporter:
+    """Rank-0 reporting; other ranks get a silent instance (enabled=False)."""
+
+    def __init__(self, output_dir: str, total_steps: int, enabled: bool, report_to=()):
+        self.enabled = enabled
+        self.total = total_steps
+        self.t0 = time.time()
+        self.start_step = 0
+        self.sinks = []
+        self.metrics_path = Path(output_dir) / "metrics.jsonl"
+        if not enabled:
+            return
+        if "tensorboard" in report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.sinks.append(("tb", SummaryWriter(str(Path(output_dir) / "tensorboard"))))
+            except ImportError:
+                print("note: tensorboard not installed; --report_to tensorboard ignored", flush=True)
+        if "wandb" in report_to:
+            try:
+                import wandb
+                wandb.init(project=os.environ.get("WANDB_PROJECT", "acerag_megatron"), dir=output_dir)
+                self.sinks.append(("wandb", wandb))
+            except ImportError:
+                print("note: wandb not installed; --report_to wandb ignored", flush=True)
+
+    def summary(self, lines: list[str]):
+        if self.enabled:
+            width = max(len(s) for s in lines)
+            print("=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width, flush=True)
+
+    def progress(self, step: int, loss: float | None = None):
+        """Single-line progress bar with ETA (redrawn in place on a terminal)."""
+        if not self.enabled:
+            return
+        done = step - self.start_step
+        elapsed = time.time() - self.t0
+        eta = elapsed / done * (self.total - step) if done else 0.0
+        frac = step / max(self.total, 1)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        msg = f"[{bar}] {step}/{self.total} {_fmt_time(elapsed)}<{_fmt_time(eta)}"
+        if loss is not None:
+            msg += f" loss {loss:.4f}"
+        end = "\r" if sys.stderr.isatty() and step < self.total else "\n"
+        if end == "\n" and step % max(1, self.total // 20) and step != self.total:
+            return  # not a terminal: print ~20 lines per run, not one per step
+        print(msg, end=end, file=sys.stderr, flush=True)
+
+    def log(self, step: int, metrics: dict):
+        if not self.enabled:
+            return
+        record = {"step": step, **metrics}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+                           if not isinstance(v, list))
+        print(shown, flush=True)
+        for kind, sink in self.sinks:
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            if kind == "tb":
+                for k, v in scalars.items():
+                    sink.add_scalar(k, v, step)
+            else:
+                sink.log(scalars, step=step)
+
+    def close(self):
+        for kind, sink in self.sinks:
+            if kind == "tb":
+                sink.close()

@@ -1,0 +1,272 @@
+"""The training loop: Megatron schedules over the encoder + frozen LM, exact resume,
+checkpoints with an HF encoder export at every save, NaN guarding and SIGTERM saves."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state as ps
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from acerag_megatron.device import resolve_device
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
+from acerag_megatron.parallel import destroy_parallel, initialize_parallel
+from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
+from acerag_megatron.training.build import build_model, build_optimizer, wrap_ddp
+from acerag_megatron.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from acerag_megatron.training.collate import collate_finetune, collate_window
+from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
+from acerag_megatron.training.flops import FORMULA, step_flops
+from acerag_megatron.training.loss import loss_scale, make_loss_func
+from acerag_megatron.training.reporting import Reporter
+from acerag_megatron.weights.export import export_encoder_hf
+
+MAX_LOGGED_WINDOWS = 64
+
+
+class Trainer:
+    def __init__(self, args: TrainArguments):
+        self.args = args
+        self.device = resolve_device(args.attention_backend)
+        if args.bf16 is None:
+            args.bf16 = self.device.device == "cuda"
+        initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed, self.device)
+        apply_optimizer_fixes()
+        self._dev = "cuda" if self.device.device == "cuda" else "cpu"
+        self.dp = ps.get_data_parallel_world_size()
+        self.dp_rank = ps.get_data_parallel_rank()
+        per_step = args.per_device_train_batch_size * self.dp
+        self.global_batch = args.global_batch_size or per_step
+        if self.global_batch % per_step:
+            raise SystemExit(f"error: --global_batch_size {self.global_batch} is not a multiple of "
+                             f"per_device_train_batch_size x data-parallel size = {per_step}")
+        self.num_microbatches = self.global_batch // per_step
+        self.lm_arch = ModelArch.from_hf(args.language_model_name_or_path)
+        self.enc_arch = ModelArch.from_hf(args.encoder_name_or_path)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+
+        self.dataset = build_dataset(args, resolve_prefixes(args, args.language_model_name_or_path))
+        if len(self.dataset) == 0:
+            raise SystemExit("error: no training samples left after mixing and length filtering "
+                             f"(min_length {args.min_length}, max_length {args.max_length})")
+        self.steps_per_epoch = math.ceil(len(self.dataset) / self.global_batch)
+        self.total_steps = args.max_steps if args.max_steps > 0 else args.num_train_epochs * self.steps_per_epoch
+
+        self.model = build_model(args, self.device, self.lm_arch, self.enc_arch)
+        self.ddp = wrap_ddp(args, self.model)
+        self.optimizer, self.scheduler = build_optimizer(args, self.ddp, self.total_steps)
+        self.step, self.consumed = 0, 0
+        self._resume()
+        self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to)
+        self.reporter.start_step = self.step
+        self._stop_requested = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _on_sigterm(self, *_):
+        self._stop_requested = True
+
+    def _resume(self):
+        choice = self.args.resume_from_checkpoint
+        path = None
+        if choice and choice.lower() not in ("none", "false", "no"):
+            path = latest_checkpoint(self.args.output_dir) if choice.lower() in ("auto", "true", "latest") else Path(choice)
+        if path is None:
+            return
+        state = load_checkpoint(path, self.model, self.optimizer)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.consumed = state["step"], state["consumed_samples"]
+        if dist.get_rank() == 0:
+            print(f"resumed from {path} at step {self.step} ({self.consumed} samples consumed)", flush=True)
+
+    def summary_lines(self) -> list[str]:
+        a = self.args
+        lines = [
+            "acerag_megatron: compressive encoder training",
+            f"  mode           {'window-mode pretraining' if a.window_mode else 'finetuning'} (stage {a.stage})",
+            f"  device         {self.device.describe()}",
+            f"  parallelism    world {dist.get_world_size()} = TP {a.tensor_model_parallel_size} x "
+            f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
+            f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute {a.recompute}; "
+            f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} AdamW",
+            f"  LM (frozen)    {a.language_model_name_or_path}: {self.lm_arch.num_layers} layers, hidden {self.lm_arch.hidden_size}",
+            f"  encoder        {a.encoder_name_or_path}: {a.encoder_num_hidden_layers} layers (trainable)",
+            f"  data           {len(self.dataset)} samples; {self.dataset.describe()}",
+            f"  batch          global {self.global_batch} = micro {a.per_device_train_batch_size} x DP {self.dp} x "
+            f"{self.num_microbatches} micro-batches",
+            f"  steps          {self.total_steps} ({self.steps_per_epoch}/epoch), lr {a.learning_rate}, warm-up "
+            f"{math.ceil(a.warmup_ratio * self.total_steps)}; start at step {self.step}",
+            f"  flops          {FORMULA}",
+        ]
+        return lines + [f"  note           {n}" for n in notes_for(a)]
+
+    # ------------------------------------------------------------------ data
+    def _sample_order(self, epoch: int) -> torch.Tensor:
+        """Seeded shuffle of the whole dataset for an epoch (same on every rank)."""
+        if getattr(self, "_order_epoch", None) != epoch:
+            g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + epoch)
+            self._order, self._order_epoch = torch.randperm(len(self.dataset), generator=g), epoch
+        return self._order
+
+    def _step_microbatches(self) -> list[dict]:
+        """This rank's micro-batches for the next step, from the consumed-sample position."""
+        a, g = self.args, self.global_batch
+        scale = loss_scale(self.num_microbatches, self.dp, g)
+        mbs, n = [], len(self.dataset)
+        per_rank = a.per_device_train_batch_size
+        for mb in range(self.num_microbatches):
+            samples = []
+            for j in range(per_rank):
+                # Global position of this sample: step-major, then micro-batch, then DP rank.
+                pos = self.consumed + (mb * self.dp + self.dp_rank) * per_rank + j
+                epoch, within = divmod(pos, self.steps_per_epoch * g)
+                index = int(self._sample_order(epoch)[within % n])  # wrap the last partial batch
+                samples.append(self.dataset.get(index, epoch))
+            # Padding sits after the real tokens of a row under a causal mask and carries no label:
+            # its id never matters.
+            mbs.append(collate_window(samples[0], 0, scale) if a.window_mode else collate_finetune(samples, 0, scale))
+        return mbs
+
+    # ------------------------------------------------------------------ one step
+    def _forward_step(self, data_iterator, model):
+        batch = next(data_iterator)
+        dev = self.device.device
+        inputs = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return model(inputs), make_loss_func(inputs, loss_scale(self.num_microbatches, self.dp, self.global_batch))
+
+    def train_step(self) -> dict:
+        mbs = self._step_microbatches()
+        t0 = time.time()
+        self.ddp.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        reduced = get_forward_backward_func()(
+            forward_step_func=self._forward_step, data_iterator=iter(mbs), model=[self.ddp],
+            num_microbatches=len(mbs), seq_length=max(mb["lm_input_ids"].shape[1] for mb in mbs),
+            micro_batch_size=mbs[0]["lm_input_ids"].shape[0], forward_only=False)
+        stats = self._reduce_stats(reduced)
+        finite = math.isfinite(stats["loss"])
+        grad_norm = float("nan")
+        if finite:
+            ok, grad_norm, _ = self.optimizer.step()
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            if ok:
+                self.scheduler.step(increment=1)
+        if self.device.device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.time() - t0
+        self.consumed += self.global_batch
+        self.step += 1
+        return {**stats, "finite": finite, "grad_norm": grad_norm, "step_time": dt,
+                **self._throughput(mbs, dt)}
+
+    def _reduce_stats(self, reduced: list[dict]) -> dict:
+        """Loss as the reference reports it (mean of per-sample means over the global batch)."""
+        buf = torch.zeros(2 + MAX_LOGGED_WINDOWS, dtype=torch.float64)
+        for r in reduced or []:
+            buf[0] += float(r["sample_mean_sum"])
+            buf[1] += float(r["num_samples"])
+        if reduced and self.args.window_mode:
+            rows = reduced[-1]["row_loss"][:MAX_LOGGED_WINDOWS].double().cpu()
+            buf[2:2 + len(rows)] = rows if self.dp_rank == 0 else 0
+        t = buf.to(self._dev)
+        # Values live on the last pipeline stage: sum over PP (others hold zeros) and DP.
+        dist.all_reduce(t, group=ps.get_pipeline_model_parallel_group())
+        head = t[:2].clone()
+        dist.all_reduce(head, group=ps.get_data_parallel_group())
+        t, head = t.cpu(), head.cpu()
+        loss = float(head[0] / max(float(head[1]), 1.0)) if float(head[1]) else float("nan")
+        out = {"loss": loss}
+        if self.args.window_mode:
+            out["window_loss"] = [round(float(x), 4) for x in t[2:] if float(x) != 0.0]
+        return out
+
+    def _throughput(self, mbs: list[dict], dt: float) -> dict:
+        enc_lens, lm_lens, targets = [], [], 0
+        for mb in mbs:
+            enc_lens += mb["enc_real_lengths"]
+            lm_lens += mb["lm_real_lengths"]
+            targets += int((mb["labels"] != -100).sum())
+        flops = step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers, enc_lens, lm_lens, targets)
+        t = torch.tensor([sum(enc_lens), sum(lm_lens), flops], dtype=torch.float64, device=self._dev)
+        dist.all_reduce(t, group=ps.get_data_parallel_group())
+        world = dist.get_world_size()
+        # Every model-parallel rank of a DP replica computes the same count: divide by the world.
+        tflops_per_gpu = float(t[2]) / dt / 1e12 / world
+        return {"context_tokens_per_s": float(t[0]) / dt, "lm_tokens_per_s": float(t[1]) / dt,
+                "tflops_per_gpu": tflops_per_gpu, "mfu": tflops_per_gpu / self.args.peak_tflops}
+
+    # ------------------------------------------------------------------ saving
+    def _export_encoder(self, out_dir: Path):
+        if self.model.encoder is not None:
+            export_encoder_hf(self.model.encoder, out_dir, hf_config_from=self.args.encoder_name_or_path)
+
+    def save(self):
+        state = {"step": self.step, "consumed_samples": self.consumed, "scheduler": self.scheduler.state_dict(),
+                 "global_batch_size": self.global_batch, "args": {k: v for k, v in vars(self.args).items()}}
+        path = save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, state, self._export_encoder)
+        if dist.get_rank() == 0:
+            print(f"saved {path}", flush=True)
+
+    def _should_save(self) -> bool:
+        a = self.args
+        if self.step == self.total_steps:
+            return True  # the final state is always saved
+        if a.save_strategy == "epoch":
+            return self.step % self.steps_per_epoch == 0
+        if a.save_strategy == "steps":
+            return self.step % save_steps_interval(a.save_steps, self.total_steps) == 0
+        return False
+
+    # ------------------------------------------------------------------ loop
+    def memory_gib(self) -> float:
+        if self.device.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**30
+        return psutil.Process().memory_info().rss / 2**30
+
+    def train(self):
+        self.reporter.summary(self.summary_lines())
+        if dist.get_rank() == 0:
+            (Path(self.args.output_dir) / "config.json").write_text(json.dumps(vars(self.args), indent=2))
+        bad_in_a_row = 0
+        while self.step < self.total_steps:
+            m = self.train_step()
+            bad_in_a_row = 0 if m["finite"] else bad_in_a_row + 1
+            if not m["finite"]:
+                print(f"warning: step {self.step}: non-finite loss {m['loss']}; update skipped "
+                      f"({bad_in_a_row} in a row)", flush=True) if dist.get_rank() == 0 else None
+                if bad_in_a_row >= self.args.max_nonfinite_steps:
+                    raise SystemExit(f"error: {bad_in_a_row} consecutive non-finite losses; stopping "
+                                     "(lower the learning rate or check the data)")
+            self.reporter.progress(self.step, m["loss"])
+            if self.step % self.args.logging_steps == 0 or self.step == self.total_steps or self.step == 1:
+                rec = {"loss": m["loss"], "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": m["grad_norm"],
+                       "step_time_s": m["step_time"], "context_tokens_per_s": m["context_tokens_per_s"],
+                       "lm_tokens_per_s": m["lm_tokens_per_s"], "tflops_per_gpu": m["tflops_per_gpu"],
+                       "mfu": m["mfu"], "memory_gib": self.memory_gib(), "consumed_samples": self.consumed}
+                if "window_loss" in m:
+                    rec["window_loss"] = m["window_loss"]
+                self.reporter.log(self.step, rec)
+            stop = torch.tensor([1.0 if self._stop_requested else 0.0], device=self._dev)
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            if stop.item() or self._should_save():
+                self.save()
+            if stop.item():
+                if dist.get_rank() == 0:
+                    print(f"SIGTERM: saved at step {self.step}; exiting", flush=True)
+                break
+        self.reporter.close()
+
+
+def run(args: TrainArguments):
+    trainer = Trainer(args)
+    try:
+        trainer.train()
+    finally:
+        destroy_parallel()
