@@ -1,0 +1,74 @@
+"""The hardware seam: decides CUDA vs CPU, NCCL vs gloo, Transformer Engine vs local spec and
+the attention backend, and applies the CPU compatibility patches when no GPU is used."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+ATTENTION_BACKENDS = ("auto", "te", "sdpa", "flash")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """Resolved execution environment for one process."""
+
+    device: str
+    """'cuda' or 'cpu'."""
+    dist_backend: str
+    """'nccl' or 'gloo'."""
+    use_te: bool
+    """Transformer Engine is importable and a GPU is present: use the TE layer spec."""
+    attention_backend: str
+    """Resolved core attention: 'te', 'flash' (SDPA pinned to flash kernels) or 'sdpa'."""
+    megatron_core: str
+    """Installed megatron-core version."""
+
+    def describe(self) -> str:
+        """One line for the start-up summary."""
+        return (f"device={self.device} dist={self.dist_backend} te={'yes' if self.use_te else 'no'} "
+                f"attention={self.attention_backend} megatron-core={self.megatron_core} torch={torch.__version__}")
+
+
+def _te_importable() -> bool:
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception:  # an empty TE meta package raises RuntimeError, not ImportError
+        return False
+    return True
+
+
+def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
+    """Resolve the device, distributed backend, layer-spec flavour and attention backend.
+
+    Args:
+        attention_backend: 'auto' (TE where usable, else SDPA), 'te', 'sdpa' or 'flash'.
+
+    Returns:
+        The resolved DeviceInfo. On CPU the megatron-core compatibility patches are applied.
+
+    Raises:
+        ValueError: for an unknown backend or one that this machine cannot run.
+    """
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention_backend: unknown value {attention_backend!r}, expected one of {ATTENTION_BACKENDS}")
+    cuda = torch.cuda.is_available()
+    use_te = cuda and _te_importable()
+    if attention_backend == "auto":
+        resolved = "te" if use_te else "sdpa"
+    elif attention_backend == "te" and not use_te:
+        raise ValueError("attention_backend: 'te' needs a GPU and an importable transformer_engine")
+    elif attention_backend == "flash" and not cuda:
+        raise ValueError("attention_backend: 'flash' needs a GPU")
+    else:
+        resolved = attention_backend
+    # A non-TE attention choice also selects the local spec, so the choice is honoured.
+    use_te = use_te and resolved == "te"
+    from megatron.core import package_info
+
+    if not cuda:
+        from acerag_megatron.cpu_compat import apply_cpu_compat
+
+        apply_cpu_compat()
+    return DeviceInfo(device="cuda" if cuda else "cpu", dist_backend="nccl" if cuda else "gloo",
+                      use_te=use_te, attention_backend=resolved, megatron_core=package_info.__version__)

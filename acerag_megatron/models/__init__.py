@@ -1,0 +1,1 @@
+"""Megatron-core models: the trainable compressive encoder and the frozen language model."""

@@ -1,0 +1,93 @@
+"""The frozen language model: Megatron GPTModel for one pipeline stage, every weight frozen.
+
+It is fed precomputed input embeddings (`decoder_input`) on the first stage and uses explicit
+per-token RoPE positions. Shapes: B batch, S sequence, H hidden, V vocab.
+"""
+from __future__ import annotations
+
+import torch
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.models.gpt.gpt_model import GPTModel
+
+from acerag_megatron.device import DeviceInfo
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.models.encoder import padded_vocab_size
+from acerag_megatron.models.layer_spec import block_spec
+from acerag_megatron.models.rope import rotary_for_positions
+
+IGNORE_INDEX = -100
+
+
+class FrozenLM(GPTModel):
+    """Full causal LM (this pipeline stage's share of it) with requires_grad=False everywhere.
+
+    Frozen parameters stay out of Megatron DDP grad buffers and the optimizer, while
+    activation gradients still flow back to `decoder_input`.
+    """
+
+    def __init__(self, config, arch: ModelArch, device_info: DeviceInfo, pre_process: bool, post_process: bool):
+        super().__init__(
+            config=config, transformer_layer_spec=block_spec(config, arch, device_info),
+            vocab_size=padded_vocab_size(arch.vocab_size, config.tensor_model_parallel_size),
+            max_sequence_length=arch.max_position_embeddings, pre_process=pre_process, post_process=post_process,
+            share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",
+            rotary_base=arch.rope_theta, parallel_output=True)
+        self.arch = arch
+        self.real_vocab_size = arch.vocab_size
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings [B, S] -> [S, B, H] ([S/tp, B, H] under sequence parallelism)."""
+        return self.embedding(input_ids=input_ids, position_ids=position_ids)
+
+    def forward(self, input_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, decoder_input: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Run this stage.
+
+        Args:
+            input_ids: [B, S]; used on the first stage when decoder_input is None.
+            position_ids: [B, S] explicit positions (needed on every stage for RoPE).
+            attention_mask: None (causal) or bool broadcastable to [B, 1, S, S], True = masked.
+            decoder_input: [S, B, H] input embeddings (first stage), SP-scattered if sequence parallel.
+            labels: [B, S] already shifted targets, -100 = ignore (last stage).
+
+        Returns:
+            Last stage: per-token loss [B, S] float32 when labels are given, else full-vocab
+            logits [B, S, V] (TP-gathered, padding stripped). Other stages: hidden [S, B, H].
+        """
+        if decoder_input is None and self.pre_process:
+            decoder_input = self.embed(input_ids, position_ids)
+        rotary = rotary_for_positions(self.rotary_pos_emb, position_ids)
+        hidden_SBH = self.decoder(hidden_states=decoder_input, attention_mask=attention_mask, rotary_pos_emb=rotary)
+        if not self.post_process:
+            return hidden_SBH
+        weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
+        logits_SBV, _ = self.output_layer(hidden_SBH, weight=weight)
+        logits_SBV = self._mask_vocab_padding(logits_SBV)
+        if labels is None:
+            full_SBV = tensor_parallel.gather_from_tensor_model_parallel_region(logits_SBV)
+            return full_SBV[..., : self.real_vocab_size].transpose(0, 1).contiguous()
+        return per_token_loss(logits_SBV, labels)
+
+    def _mask_vocab_padding(self, logits_SBV: torch.Tensor) -> torch.Tensor:
+        """Padded vocab rows must not enter the softmax: set their logits to -inf."""
+        local = logits_SBV.shape[-1]
+        start = parallel_state.get_tensor_model_parallel_rank() * local
+        if start + local <= self.real_vocab_size:
+            return logits_SBV
+        vocab_ids = torch.arange(start, start + local, device=logits_SBV.device)
+        return logits_SBV.masked_fill(vocab_ids >= self.real_vocab_size, float("-inf"))
+
+
+def per_token_loss(logits_SBV: torch.Tensor, labels_BS: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in float32 from vocab-parallel logits; 0 where the label is -100.
+
+    Returns:
+        Loss [B, S] float32.
+    """
+    ignore_BS = labels_BS == IGNORE_INDEX
+    target_SB = labels_BS.masked_fill(ignore_BS, 0).t().contiguous()
+    loss_SB = tensor_parallel.vocab_parallel_cross_entropy(logits_SBV.float(), target_SB)
+    return loss_SB.t().masked_fill(ignore_BS, 0.0)

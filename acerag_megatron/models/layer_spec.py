@@ -1,0 +1,58 @@
+"""Transformer layer and block specs: Transformer Engine where usable, else the local spec with
+our sequence-parallel RMSNorm and SDPA core attention."""
+from __future__ import annotations
+
+import copy
+import functools
+
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+from acerag_megatron.device import DeviceInfo
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.models.attention import SDPAttention
+from acerag_megatron.models.norm import RMSNorm
+
+
+def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
+    """Spec of one transformer layer (RMSNorm, SwiGLU, RoPE, GQA, optional QK-norm).
+
+    Args:
+        arch: model architecture (qk_norm selects Qwen3's per-head query/key RMSNorm).
+        device_info: TE spec when device_info.use_te, else the local spec with our modules.
+    """
+    if device_info.use_te:
+        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
+    spec = copy.deepcopy(get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=arch.qk_norm))
+    norm = ModuleSpec(module=RMSNorm)
+    sub = spec.submodules
+    sub.input_layernorm = norm
+    sub.pre_mlp_layernorm = norm
+    attn = sub.self_attention.submodules
+    attn.core_attention = ModuleSpec(
+        module=SDPAttention, params={"flash_only": device_info.attention_backend == "flash"})
+    if arch.qk_norm:
+        attn.q_layernorm = norm
+        attn.k_layernorm = norm
+    return spec
+
+
+def block_spec(config, arch: ModelArch, device_info: DeviceInfo, pp_rank: int | None = None) -> TransformerBlockSubmodules:
+    """Spec of the layers this pipeline stage builds plus the final norm.
+
+    A bare layer spec would make Megatron pick its own final norm, which refuses sequence
+    parallelism on the local path; this block spec uses ours.
+    """
+    layer = layer_spec(arch, device_info)
+    num_layers = get_num_layers_to_build(config, pp_rank=pp_rank)
+    if device_info.use_te:
+        from megatron.core.extensions.transformer_engine import TENorm
+
+        final_norm = TENorm
+    else:
+        final_norm = RMSNorm
+    return TransformerBlockSubmodules(layer_specs=[layer] * num_layers, layer_norm=final_norm)
