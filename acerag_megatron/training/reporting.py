@@ -70,8 +70,9 @@ class Reporter:
         record = {"step": step, **metrics}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        shown = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
-                           if not isinstance(v, list))
+        shown = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else
+                           f"{k} [{' '.join(f'{x:.3f}' for x in v)}]" if isinstance(v, list) else f"{k} {v}"
+                           for k, v in record.items())
         print(shown, flush=True)
         for kind, sink in self.sinks:
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -152,7 +152,7 @@ class Trainer:
             micro_batch_size=mbs[0]["lm_input_ids"].shape[0], forward_only=False)
         stats = self._reduce_stats(reduced)
         finite = math.isfinite(stats["loss"])
-        grad_norm = float("nan")
+        grad_norm, lr = float("nan"), self.optimizer.param_groups[0]["lr"]
         if finite:
             ok, grad_norm, _ = self.optimizer.step()
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
@@ -163,7 +163,7 @@ class Trainer:
         dt = time.time() - t0
         self.consumed += self.global_batch
         self.step += 1
-        return {**stats, "finite": finite, "grad_norm": grad_norm, "step_time": dt,
+        return {**stats, "finite": finite, "grad_norm": grad_norm, "lr": lr, "step_time": dt,
                 **self._throughput(mbs, dt)}
 
     def _reduce_stats(self, reduced: list[dict]) -> dict:
@@ -246,7 +246,7 @@ class Trainer:
                                      "(lower the learning rate or check the data)")
             self.reporter.progress(self.step, m["loss"])
             if self.step % self.args.logging_steps == 0 or self.step == self.total_steps or self.step == 1:
-                rec = {"loss": m["loss"], "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": m["grad_norm"],
+                rec = {"loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
                        "step_time_s": m["step_time"], "context_tokens_per_s": m["context_tokens_per_s"],
                        "lm_tokens_per_s": m["lm_tokens_per_s"], "tflops_per_gpu": m["tflops_per_gpu"],
                        "mfu": m["mfu"], "memory_gib": self.memory_gib(), "consumed_samples": self.consumed}
