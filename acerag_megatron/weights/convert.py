@@ -1,0 +1,125 @@
+"""Library side of checkpoints_convert/: build a module for a role, convert HF <-> Megatron,
+and compare a Megatron module with transformers on the same tokens."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from acerag_megatron.device import DeviceInfo
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.models.encoder import CompressiveEncoder
+from acerag_megatron.models.frozen_lm import FrozenLM
+from acerag_megatron.models.megatron_config import transformer_config
+from acerag_megatron.weights.dist_ckpt import load_module, load_sharded, read_extra_info, save_sharded
+from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf
+from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
+
+ROLES = ("lm", "encoder")
+
+
+def build_for_role(arch: ModelArch, role: str, num_layers: int, *, tp: int, pp: int, device: DeviceInfo,
+                   sequence_parallel: bool = False, params_dtype: torch.dtype = torch.float32):
+    """This rank's module: a FrozenLM stage, or the encoder (None outside the first PP stage)."""
+    if role not in ROLES:
+        raise ValueError(f"role: unknown value {role!r}, expected one of {ROLES}")
+    common = dict(tp=tp, sequence_parallel=sequence_parallel, params_dtype=params_dtype, device=device)
+    if role == "lm":
+        config = transformer_config(arch, num_layers=num_layers, pp=pp, **common)
+        return FrozenLM(config, arch, device, parallel_state.is_pipeline_first_stage(),
+                        parallel_state.is_pipeline_last_stage())
+    if not parallel_state.is_pipeline_first_stage():
+        return None
+    return CompressiveEncoder(transformer_config(arch, num_layers=num_layers, pp=1, **common), arch, device)
+
+
+def hf_to_megatron(hf_path: str, output: str, *, role: str, num_layers: int | None, tp: int, pp: int,
+                   device: DeviceInfo) -> None:
+    """Load an HF folder at the current TP/PP layout and save it as a torch_dist checkpoint."""
+    arch = ModelArch.from_hf(hf_path)
+    num_layers = num_layers or arch.num_layers
+    module = build_for_role(arch, role, num_layers, tp=tp, pp=pp, device=device)
+    if module is not None:
+        (load_hf_into_lm if role == "lm" else load_hf_into_encoder)(module, hf_path)
+    state = {"model": module.sharded_state_dict()} if module is not None else {}
+    save_sharded(state, output, extra_info={"role": role, "num_layers": num_layers, "hf_config": arch.hf_config})
+
+
+def load_converted(megatron_path: str, *, tp: int, pp: int, device: DeviceInfo,
+                   params_dtype: torch.dtype = torch.float32):
+    """Rebuild the module a hf_to_megatron checkpoint holds (at any TP/PP) and load it.
+
+    Returns:
+        (module or None, arch, role, num_layers)
+    """
+    info = read_extra_info(megatron_path)
+    if not info:
+        raise FileNotFoundError(f"{megatron_path}: acerag_info.json missing (not written by hf_to_megatron)")
+    arch = ModelArch.from_config_dict(info["hf_config"], source=megatron_path)
+    module = build_for_role(arch, info["role"], info["num_layers"], tp=tp, pp=pp, device=device,
+                            params_dtype=params_dtype)
+    if module is not None:
+        load_module(module, megatron_path)
+    elif info["role"] == "encoder":
+        load_sharded({}, megatron_path)  # keep the collective load in step on later stages
+    return module, arch, info["role"], info["num_layers"]
+
+
+def megatron_to_hf(megatron_path: str, output: str, *, hf_config_from: str, tp: int, pp: int, device: DeviceInfo,
+                   dtype: torch.dtype = torch.bfloat16) -> None:
+    """Export a hf_to_megatron (or trainer) checkpoint as an HF folder."""
+    module, _, role, _ = load_converted(megatron_path, tp=tp, pp=pp, device=device)
+    if role == "lm":
+        export_lm_hf(module, output, hf_config_from=hf_config_from, dtype=dtype)
+    else:
+        export_encoder_hf(module, output, hf_config_from=hf_config_from, dtype=dtype)
+
+
+def pipeline_forward(lm: FrozenLM, input_ids, position_ids, attention_mask=None):
+    """Forward-only pass through all PP stages with point-to-point sends.
+
+    Returns:
+        Logits [B, S, V] on the last stage, None elsewhere.
+    """
+    if not parallel_state.is_pipeline_first_stage():
+        shape = (input_ids.shape[1], input_ids.shape[0], lm.config.hidden_size)
+        if lm.config.sequence_parallel:
+            shape = (shape[0] // parallel_state.get_tensor_model_parallel_world_size(), *shape[1:])
+        received = torch.empty(shape, dtype=lm.config.params_dtype)
+        dist.recv(received, src=parallel_state.get_pipeline_model_parallel_prev_rank())
+        lm.set_input_tensor(received)
+    out = lm(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask)
+    if not parallel_state.is_pipeline_last_stage():
+        dist.send(out.contiguous(), dst=parallel_state.get_pipeline_model_parallel_next_rank())
+        return None
+    return out
+
+
+def compare_with_hf(module, hf_path: str, role: str, num_layers: int, *, seq_length: int = 24,
+                    batch_size: int = 2, seed: int = 0) -> float:
+    """Max abs difference vs transformers on random tokens (logits for lm, final hidden for encoder).
+
+    Collective; every rank returns the same number (the maximum over ranks that compared).
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    arch = module.arch if module is not None else ModelArch.from_hf(hf_path)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, arch.vocab_size, (batch_size, seq_length), generator=generator)
+    pos = torch.arange(seq_length).expand(batch_size, -1)
+    diff = torch.zeros(())
+    with torch.no_grad():
+        if role == "lm":
+            module.eval()
+            out = pipeline_forward(module, ids, pos)
+            if out is not None:
+                ref = AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32).eval()(input_ids=ids).logits
+                diff = (out.float() - ref).abs().max()
+        elif module is not None:
+            module.eval()
+            out = module(ids, pos).transpose(0, 1)
+            ref = AutoModel.from_pretrained(hf_path, dtype=torch.float32, num_hidden_layers=num_layers).eval()
+            diff = (out.float() - ref(input_ids=ids).last_hidden_state).abs().max()
+    diff = diff.reshape(1).clone()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)

@@ -1,0 +1,152 @@
+"""Export Megatron modules as Hugging Face folders (TP shards gathered, PP stages merged).
+
+Every rank must call the export functions (they are collective); global rank 0 writes the
+config and renames the finished folder into place, so a reader never sees a partial folder.
+Pipeline stages write their own weight files into the shared temporary folder.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.weights.atomic import replace_dir
+from acerag_megatron.weights.load import megatron_tensors
+from acerag_megatron.weights.mapping import REPLICATED, hf_names, match, megatron_shards_to_hf
+
+MAX_SHARD_BYTES = 5 * 1024**3
+_DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+
+
+def gather_hf_tensors(module, arch: ModelArch, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Collective over the TP group: HF-named full tensors of this stage (filled on every TP rank)."""
+    group = parallel_state.get_tensor_model_parallel_group()
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in megatron_tensors(module).items():
+        found = match(name)
+        if found is None:
+            raise KeyError(f"{name}: no HF mapping for this Megatron parameter")
+        rule, layer = found
+        if rule.megatron == "output_layer.weight" and arch.tie_word_embeddings:
+            continue  # the tied head is the embedding table
+        tensor = tensor.detach()
+        if rule.kind == REPLICATED or tp == 1:
+            shards = [tensor]
+        else:
+            shards = [torch.empty_like(tensor) for _ in range(tp)]
+            dist.all_gather(shards, tensor.contiguous(), group=group)
+        merged = megatron_shards_to_hf(rule, hf_names(rule, layer, prefix), [s.cpu() for s in shards], arch)
+        out.update({k: v.to(dtype).contiguous() for k, v in merged.items()})
+    return out
+
+
+def _split_by_size(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    files, current, size = [], {}, 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > MAX_SHARD_BYTES:
+            files.append(current)
+            current, size = {}, 0
+        current[name] = tensor
+        size += nbytes
+    files.append(current)
+    return files
+
+
+def _write_stage_files(tensors: dict[str, torch.Tensor], folder: Path, stage: int, num_stages: int) -> dict[str, str]:
+    """Write one stage's tensors; returns the weight map (tensor name -> file name)."""
+    from safetensors.torch import save_file
+
+    parts = _split_by_size(tensors)
+    weight_map = {}
+    for k, part in enumerate(parts):
+        single = num_stages == 1 and len(parts) == 1
+        file_name = "model.safetensors" if single else f"model-stage{stage:02d}-{k:05d}.safetensors"
+        save_file(part, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update({name: file_name for name in part})
+    return weight_map
+
+
+def _hf_config(source: str, architecture: str, num_layers: int | None, dtype: torch.dtype) -> dict:
+    config = json.loads((Path(source) / "config.json").read_text()) if Path(source).is_dir() else _hub_config(source)
+    config["architectures"] = [architecture]
+    if num_layers is not None:
+        config["num_hidden_layers"] = num_layers
+        if isinstance(config.get("layer_types"), list):
+            config["layer_types"] = config["layer_types"][:num_layers]
+    config.pop("torch_dtype", None)
+    config["dtype"] = _DTYPE_NAMES[dtype]
+    return config
+
+
+def _hub_config(source: str) -> dict:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source).to_dict()
+
+
+def _export(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype,
+            has_module: bool) -> Path:
+    out_dir = Path(out_dir)
+    rank = dist.get_rank()
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    weight_map: dict[str, str] = {}
+    if has_module:
+        tensors = gather_hf_tensors(module, arch, prefix, dtype)
+        writer = (parallel_state.get_tensor_model_parallel_rank() == 0
+                  and parallel_state.get_data_parallel_rank() == 0)
+        if writer:
+            stage = parallel_state.get_pipeline_model_parallel_rank()
+            num_stages = parallel_state.get_pipeline_model_parallel_world_size() if prefix else 1
+            weight_map = _write_stage_files(tensors, tmp, stage, num_stages)
+    maps = [None] * dist.get_world_size()
+    dist.all_gather_object(maps, weight_map)
+    if rank == 0:
+        full_map = {k: v for m in maps for k, v in m.items()}
+        files = set(full_map.values())
+        if files != {"model.safetensors"}:
+            total = sum((tmp / f).stat().st_size for f in files)
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(full_map.items()))}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        replace_dir(tmp, out_dir)
+    dist.barrier()
+    return out_dir
+
+
+def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the encoder as a bare LlamaModel / Qwen3Model folder loadable by AutoModel.
+
+    Collective: call on every rank; ranks whose stage holds no encoder pass encoder=None.
+
+    Args:
+        encoder: CompressiveEncoder (unwrapped) or None on later pipeline stages.
+        out_dir: destination folder (replaced atomically).
+        hf_config_from: folder or hub id whose config.json is copied, with num_hidden_layers=N.
+        dtype: dtype of the written weights.
+    """
+    config = None
+    if dist.get_rank() == 0:
+        if encoder is None:
+            raise ValueError("global rank 0 must hold the encoder (first pipeline stage)")
+        architecture = {"llama": "LlamaModel", "qwen3": "Qwen3Model"}[encoder.arch.family]
+        config = _hf_config(hf_config_from, architecture, encoder.config.num_layers, dtype)
+    arch = encoder.arch if encoder is not None else None
+    return _export(encoder, arch, out_dir, prefix="", config=config, dtype=dtype, has_module=encoder is not None)
+
+
+def export_lm_hf(lm, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the full LM (gathered over TP and PP) as a *ForCausalLM folder. Collective."""
+    architecture = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[lm.arch.family]
+    config = _hf_config(hf_config_from, architecture, lm.arch.num_layers, dtype) if dist.get_rank() == 0 else None
+    return _export(lm, lm.arch, out_dir, prefix="model.", config=config, dtype=dtype, has_module=True)

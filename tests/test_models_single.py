@@ -1,0 +1,48 @@
+"""Single-rank model checks against transformers (run in a torchrun child: the CPU patches stay
+out of the pytest process)."""
+import re
+
+import pytest
+
+from tests.launch import run_torchrun
+
+TOL = 1e-4
+
+
+def parse_checks(output: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^CHECK (\S+) (\S+)$", output, re.M)}
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory):
+    return parse_checks(run_torchrun("tests.workers.models_single", 1, str(tmp_path_factory.mktemp("single")),
+                                     timeout=240))
+
+
+@pytest.mark.parametrize("fam", ["llama", "qwen3"])
+def test_logits_and_encoder_match_transformers(checks, fam):
+    assert checks[f"{fam}_tp1_logits"] <= TOL
+    assert checks[f"{fam}_tp1_encoder"] <= TOL
+
+
+@pytest.mark.parametrize("fam", ["llama", "qwen3"])
+def test_explicit_positions(checks, fam):
+    assert checks[f"{fam}_explicit_vs_default_positions"] <= 1e-6
+    assert checks[f"{fam}_packed_vs_separate"] <= TOL
+
+
+@pytest.mark.parametrize("fam", ["llama", "qwen3"])
+def test_export_round_trip_is_bit_exact(checks, fam):
+    assert checks[f"{fam}_lm_roundtrip_bits"] == 0
+    assert checks[f"{fam}_encoder_export_bits"] == 0
+    assert checks[f"{fam}_encoder_export_reload"] <= TOL
+
+
+def test_splice_matches_transformers_and_only_encoder_gets_grads(checks):
+    assert checks["splice_loss_vs_hf"] <= TOL
+    assert checks["splice_ignored_loss_abs"] == 0
+    assert checks["lm_params_with_grad"] == 0
+    assert checks["encoder_params_without_grad"] == 0
+    assert checks["encoder_embed_grad_vs_hf"] <= TOL
+    assert checks["encoder_norm_grad_vs_hf"] <= TOL
+    assert checks["no_splice_vs_plain_lm"] <= 1e-6

@@ -1,0 +1,50 @@
+"""Shared pieces of the model/weights test workers (run under torchrun, see tests/launch.py)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import transformers  # noqa: E402
+
+from acerag_megatron.device import resolve_device  # noqa: E402
+from acerag_megatron.parallel import initialize_parallel  # noqa: E402
+from acerag_megatron.tiny.models import make_tiny_hf_model  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+DEVICE = resolve_device()
+VOCAB = 131  # not divisible by 2: exercises vocab padding at TP=2
+
+
+def report(name: str, value: float) -> None:
+    """Print a check result from the first rank that computed it (parsed by the pytest side)."""
+    print(f"CHECK {name} {value:.6e}", flush=True)
+
+
+def tiny_models(workdir: str) -> dict[str, str]:
+    """Rank 0 makes the tiny HF folders; everyone waits and gets their paths."""
+    paths = {fam: os.path.join(workdir, f"hf_{fam}") for fam in ("llama", "qwen3")}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        for fam, path in paths.items():
+            if not os.path.exists(os.path.join(path, "config.json")):
+                make_tiny_hf_model(fam, path, VOCAB, num_layers=4, seed=1 if fam == "llama" else 2)
+    if dist.is_initialized():
+        dist.barrier()
+    return paths
+
+
+def tokens(batch: int, seq: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids and default positions, identical on every rank."""
+    ids = torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    return ids, torch.arange(seq).expand(batch, -1).contiguous()
+
+
+def init(tp: int, pp: int, seed: int = 1234) -> None:
+    initialize_parallel(tp, pp, seed, DEVICE)
+
+
+def is_reporter() -> bool:
+    return dist.get_rank() == dist.get_world_size() - 1

@@ -1,0 +1,149 @@
+"""Single-rank model checks: HF parity, explicit/packed positions, export round trip, splice gradients.
+
+Run: torchrun --nproc-per-node 1 -m tests.workers.models_single WORKDIR
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.workers.models_common import DEVICE, VOCAB, init, report, tiny_models, tokens
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from megatron.core.models.gpt.gpt_model import GPTModel  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from transformers import AutoModel, AutoModelForCausalLM  # noqa: E402
+
+from acerag_megatron.models.arch import ModelArch  # noqa: E402
+from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
+from acerag_megatron.weights.convert import build_for_role  # noqa: E402
+from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
+from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  # noqa: E402
+
+ENC_LAYERS = 2
+
+
+def hf_parity(fam: str, path: str, workdir: str) -> None:
+    arch = ModelArch.from_hf(path)
+    lm = build_for_role(arch, "lm", arch.num_layers, tp=1, pp=1, device=DEVICE).eval()
+    load_hf_into_lm(lm, path)
+    enc = build_for_role(arch, "encoder", ENC_LAYERS, tp=1, pp=1, device=DEVICE).eval()
+    load_hf_into_encoder(enc, path)
+    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+    hf_enc = AutoModel.from_pretrained(path, num_hidden_layers=ENC_LAYERS).eval()
+    ids, pos = tokens(2, 24)
+    with torch.no_grad():
+        report(f"{fam}_tp1_logits", (lm(input_ids=ids, position_ids=pos) - hf(input_ids=ids).logits).abs().max())
+        enc_out = enc(ids, pos).transpose(0, 1)
+        report(f"{fam}_tp1_encoder", (enc_out - hf_enc(input_ids=ids).last_hidden_state).abs().max())
+        # Megatron's own RoPE path (positions 0..s-1) against our per-token gather.
+        default = GPTModel.forward(lm, ids, pos, None)[..., :VOCAB]
+        report(f"{fam}_explicit_vs_default_positions", (lm(input_ids=ids, position_ids=pos) - default).abs().max())
+        report(f"{fam}_packed_vs_separate", packed_vs_separate(lm))
+    lm_out = os.path.join(workdir, f"export_lm_{fam}")
+    export_lm_hf(lm, lm_out, hf_config_from=path, dtype=torch.float32)
+    report(f"{fam}_lm_roundtrip_bits", tensors_mismatch(load_file(f"{path}/model.safetensors"),
+                                                        load_file(f"{lm_out}/model.safetensors")))
+    enc_out_dir = os.path.join(workdir, f"export_enc_{fam}")
+    export_encoder_hf(enc, enc_out_dir, hf_config_from=path, dtype=torch.float32)
+    source = {k[len("model."):]: v for k, v in load_file(f"{path}/model.safetensors").items()
+              if k.startswith("model.") and (not k.startswith("model.layers.") or int(k.split(".")[2]) < ENC_LAYERS)}
+    report(f"{fam}_encoder_export_bits", tensors_mismatch(source, load_file(f"{enc_out_dir}/model.safetensors")))
+    reloaded = AutoModel.from_pretrained(enc_out_dir).eval()
+    with torch.no_grad():
+        report(f"{fam}_encoder_export_reload",
+               (reloaded(input_ids=ids).last_hidden_state - hf_enc(input_ids=ids).last_hidden_state).abs().max())
+
+
+def packed_vs_separate(lm) -> float:
+    """Two documents packed in one row (positions restart, block-diagonal causal mask) equal separate runs."""
+    ids, _ = tokens(1, 22, seed=3)
+    lengths = (9, 13)
+    pos = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    doc = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(22, 22, dtype=torch.bool).tril()
+    packed = lm(input_ids=ids, position_ids=pos, attention_mask=~allowed.view(1, 1, 22, 22))
+    first = lm(input_ids=ids[:, :9], position_ids=pos[:, :9])
+    second = lm(input_ids=ids[:, 9:], position_ids=pos[:, 9:])
+    return float((packed - torch.cat([first, second], dim=1)).abs().max())
+
+
+def tensors_mismatch(expected: dict, actual: dict) -> float:
+    """0 when both hold the same names with bit-identical values, else a positive number."""
+    if set(expected) != set(actual):
+        print("name mismatch", sorted(set(expected) ^ set(actual)))
+        return float("inf")
+    return float(max((expected[k] != actual[k]).sum().item() for k in expected))
+
+
+def splice_batch(seed: int = 5) -> dict:
+    """Two encoder rows, two LM rows; 6 encoder states spliced at LM placeholders."""
+    g = torch.Generator().manual_seed(seed)
+    enc_ids = torch.randint(3, VOCAB, (2, 12), generator=g)
+    lm_ids = torch.randint(3, VOCAB, (2, 16), generator=g)
+    labels = torch.randint(0, VOCAB, (2, 16), generator=g)
+    labels[:, :5] = -100
+    return {
+        "enc_input_ids": enc_ids, "enc_position_ids": torch.arange(12).expand(2, -1).contiguous(),
+        "enc_attention_mask": None, "enc_gather_index": torch.tensor([3, 7, 11, 12 + 5, 12 + 11, 12 + 2]),
+        "lm_input_ids": lm_ids, "lm_position_ids": torch.arange(16).expand(2, -1).contiguous(),
+        "lm_attention_mask": None, "splice_index": torch.tensor([2, 3, 4, 16 + 1, 16 + 2, 16 + 3]),
+        "labels": labels,
+    }
+
+
+def reference_splice_loss(path: str, batch: dict):
+    """The same computation with transformers: HF encoder states written into inputs_embeds."""
+    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+    hf.requires_grad_(False)
+    hf_enc = AutoModel.from_pretrained(path, num_hidden_layers=ENC_LAYERS).eval()
+    states = hf_enc(input_ids=batch["enc_input_ids"]).last_hidden_state
+    rows = states.reshape(-1, states.shape[-1])[batch["enc_gather_index"]]
+    embeds = hf.model.embed_tokens(batch["lm_input_ids"])
+    flat = embeds.reshape(-1, embeds.shape[-1]).index_put((batch["splice_index"],), rows)
+    logits = hf(inputs_embeds=flat.view_as(embeds)).logits
+    loss = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100, reduction="none")
+    return loss, hf_enc
+
+
+def splice_checks(path: str) -> None:
+    arch = ModelArch.from_hf(path)
+    model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                    params_dtype=torch.float32, device=DEVICE)
+    load_hf_into_lm(model.lm, path)
+    load_hf_into_encoder(model.encoder, path)
+    batch = splice_batch()
+    loss = model(batch)
+    ref_loss, hf_enc = reference_splice_loss(path, batch)
+    report("splice_loss_vs_hf", (loss - ref_loss).abs().max())
+    report("splice_ignored_loss_abs", loss[:, :5].abs().max())
+    loss.sum().backward()
+    ref_loss.sum().backward()
+    report("lm_params_with_grad", sum(p.grad is not None for p in model.lm.parameters()))
+    report("encoder_params_without_grad",
+           sum(p.grad is None or p.grad.abs().sum() == 0 for p in model.encoder.parameters()))
+    report("encoder_embed_grad_vs_hf", (model.encoder.embedding.word_embeddings.weight.grad
+                                        - hf_enc.embed_tokens.weight.grad).abs().max())
+    report("encoder_norm_grad_vs_hf", (model.encoder.decoder.final_layernorm.weight.grad
+                                       - hf_enc.norm.weight.grad).abs().max())
+    empty = dict(batch, enc_gather_index=torch.zeros(0, dtype=torch.long), splice_index=torch.zeros(0, dtype=torch.long))
+    model.zero_grad()
+    no_splice = model(empty)
+    no_splice.sum().backward()  # must not fail although nothing trainable is used
+    with torch.no_grad():
+        plain = model.lm(input_ids=batch["lm_input_ids"], position_ids=batch["lm_position_ids"], labels=batch["labels"])
+    report("no_splice_vs_plain_lm", (no_splice - plain).abs().max())
+
+
+def main() -> None:
+    workdir = sys.argv[1]
+    init(1, 1)
+    paths = tiny_models(workdir)
+    for fam, path in paths.items():
+        hf_parity(fam, path, workdir)
+    splice_checks(paths["qwen3"])
+
+
+if __name__ == "__main__":
+    main()
