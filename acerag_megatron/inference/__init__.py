@@ -1,0 +1,1 @@
+"""Serving and evaluation of trained compressive encoders with transformers (AceRAG inference path)."""
