@@ -33,7 +33,8 @@ def load_tokenizer(tokenizer_dir: str, *, add_context_tag: bool = True):
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     except Exception as e:  # transformers raises many types here; callers need one clear message
-        raise ValueError(f"{tokenizer_dir}: cannot load tokenizer ({type(e).__name__}: {str(e)[:200]})") from e
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(f"{tokenizer_dir}: cannot load tokenizer ({type(e).__name__}: {reason})") from e
     if add_context_tag:
         tok.add_special_tokens({"additional_special_tokens": [CONTEXT_TAG]})
     return tok

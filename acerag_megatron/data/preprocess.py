@@ -162,7 +162,6 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
         The manifest written to `<output_prefix>.json`.
     """
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-    import torch
 
     input_path, output_prefix = Path(input_path), Path(output_prefix)
     tok = check_inputs([input_path], tokenizer_dir, mode)
@@ -189,7 +188,7 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
                     continue
                 kept += 1
                 flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
-                builder.add_document(torch.from_numpy(flat), [len(s) for s in sequences])
+                builder.add_document(flat, [len(s) for s in sequences])  # numpy avoids a torch __array__ copy warning
             bar.update(len(results))
         builder.finalize(str(tmp_paths[1]))
         manifest = {
