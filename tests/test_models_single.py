@@ -1,16 +1,11 @@
 """Single-rank model checks against transformers (run in a torchrun child: the CPU patches stay
 out of the pytest process)."""
-import re
-
 import pytest
 
 from tests.launch import run_torchrun
+from tests.workers.models_report import parse_checks
 
 TOL = 1e-4
-
-
-def parse_checks(output: str) -> dict[str, float]:
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^CHECK (\S+) (\S+)$", output, re.M)}
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,18 @@ DEVICE = resolve_device()
 VOCAB = 131  # not divisible by 2: exercises vocab padding at TP=2
 
 
-def report(name: str, value: float) -> None:
-    """Print a check result from the first rank that computed it (parsed by the pytest side)."""
-    print(f"CHECK {name} {value:.6e}", flush=True)
+def report(name: str, value, collective: bool = True) -> None:
+    """Print a check result once (parsed by the pytest side).
+
+    Collective reports take the maximum over all ranks and print on rank 0; non-collective
+    ones print from the calling rank only.
+    """
+    value = torch.tensor([float(value)], dtype=torch.float64)
+    if collective and dist.is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        if dist.get_rank() != 0:
+            return
+    print(f"CHECK {name} {value.item():.6e}", flush=True)
 
 
 def tiny_models(workdir: str) -> dict[str, str]:
@@ -45,6 +54,3 @@ def tokens(batch: int, seq: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 def init(tp: int, pp: int, seed: int = 1234) -> None:
     initialize_parallel(tp, pp, seed, DEVICE)
 
-
-def is_reporter() -> bool:
-    return dist.get_rank() == dist.get_world_size() - 1
