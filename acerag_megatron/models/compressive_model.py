@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.enums import ModelType
 from megatron.core.transformer.module import MegatronModule
 
 from acerag_megatron.device import DeviceInfo
@@ -34,6 +35,7 @@ class CompressiveModel(MegatronModule):
             raise ValueError(f"encoder hidden size {enc_arch.hidden_size} != LM hidden size {lm_arch.hidden_size}")
         self.pre_process = parallel_state.is_pipeline_first_stage()
         self.post_process = parallel_state.is_pipeline_last_stage()
+        self.model_type = ModelType.encoder_or_decoder  # read by Megatron's pipeline schedules
         # Read by Megatron's finalize_model_grads; the frozen LM's tied weights need no grad sync.
         self.share_embeddings_and_output_weights = False
         self.encoder = CompressiveEncoder(enc_config, enc_arch, device_info) if self.pre_process else None
