@@ -103,7 +103,7 @@ def prepare_batch(lm, encoder, prompts: Sequence[CompressedPrompt], pad_token_id
 
 @torch.no_grad()
 def generate(lm, encoder, prompts: Sequence[CompressedPrompt], *, pad_token_id: int, max_new_tokens: int,
-             eos_token_id: int | list[int] | None = None) -> list[list[int]]:
+             eos_token_id: int | list[int] | None = None, min_new_tokens: int = 0) -> list[list[int]]:
     """Greedy generation for a batch of (compressed or plain) prompts.
 
     Args:
@@ -113,6 +113,7 @@ def generate(lm, encoder, prompts: Sequence[CompressedPrompt], *, pad_token_id: 
         pad_token_id: id used for left padding and for finished rows.
         max_new_tokens: generation budget.
         eos_token_id: stop id(s); defaults to the LM's generation config.
+        min_new_tokens: suppress stopping before this many tokens (fixed-length timing runs).
 
     Returns:
         Generated token ids per prompt (prompt excluded; padding after EOS kept, decode with
@@ -120,7 +121,7 @@ def generate(lm, encoder, prompts: Sequence[CompressedPrompt], *, pad_token_id: 
     """
     batch = prepare_batch(lm, encoder, prompts, pad_token_id)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_token_id,
-                  temperature=None, top_p=None, top_k=None)
+                  temperature=None, top_p=None, top_k=None, min_new_tokens=min_new_tokens or None)
     if eos_token_id is not None:
         kwargs["eos_token_id"] = eos_token_id
     out_BT = lm.generate(**batch, **kwargs)

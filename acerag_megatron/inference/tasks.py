@@ -26,11 +26,13 @@ class Task:
     """Extract the option letter/number from the generation before scoring."""
     icl: bool = False
     """Few-shot classification; AceRAG renders these without the chat template for Llama-2."""
+    lm_max_length: int = 3500
+    """Default LM budget of AceRAG's scripts (4096 for open-domain QA, 3500 elsewhere)."""
 
 
 _GROUPS = [
     (("hotpotqa", "2wikimqa", "musique"), dict(metric="qa_f1", max_new_tokens=32, retrieval=False)),
-    (("nq", "popqa", "trivia"), dict(metric="exact_match", max_new_tokens=128, retrieval=True)),
+    (("nq", "popqa", "trivia"), dict(metric="exact_match", max_new_tokens=128, retrieval=True, lm_max_length=4096)),
     (("multi_news", "gov_report", "billsum"), dict(metric="rouge_l", max_new_tokens=512, retrieval=False)),
     (("trec_fine", "banking77", "clinc150"),
      dict(metric="classification", max_new_tokens=64, retrieval=False, icl=True)),
