@@ -32,10 +32,13 @@ class _Rows:
 
     rows: list[np.ndarray]
     pad_id: int
+    multiple: int = 1
+    """Sequence parallelism splits the sequence over TP ranks: pad the width to a multiple."""
 
     @property
     def width(self) -> int:
-        return max((len(r) for r in self.rows), default=0)
+        w = max((len(r) for r in self.rows), default=0)
+        return -(-w // self.multiple) * self.multiple
 
     def ids(self) -> torch.Tensor:
         out = np.full((len(self.rows), max(self.width, 1)), self.pad_id, dtype=np.int64)
@@ -81,10 +84,10 @@ def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarr
     }
 
 
-def collate_window(sample, pad_id: int, scale: float = 1.0) -> dict:
+def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
     """One window-mode document (a WindowSample) -> micro-batch dict (batched per-window loop)."""
     tokens = np.asarray(sample.tokens, dtype=np.int64)
-    enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id)
+    enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id, multiple)
     group_of = np.empty(len(tokens), dtype=np.int64)
     start_of = np.empty(len(tokens), dtype=np.int64)
     for g, (s, e) in enumerate(sample.groups):
@@ -102,13 +105,13 @@ def collate_window(sample, pad_id: int, scale: float = 1.0) -> dict:
         labels.append(np.concatenate([np.full(mu, IGNORE_INDEX, np.int64), tokens[s:e]]))
         gather.append(mem)
         splice_pos.append(np.arange(mu))
-    lm = _Rows(lm_rows, pad_id)
+    lm = _Rows(lm_rows, pad_id, multiple)
     splice = [lm.flat(k, pos) for k, pos in enumerate(splice_pos)]
     valid = sum(int((lab[1:] != IGNORE_INDEX).sum()) for lab in labels)
     return _pack(lm, enc, gather, splice, labels, [scale / max(valid, 1)] * len(labels), 1)
 
 
-def collate_finetune(samples, pad_id: int, scale: float = 1.0) -> dict:
+def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
     """A list of FinetuneSamples -> one micro-batch dict (one LM row per sample)."""
     enc_rows, enc_idx, lm_rows, labels, weights = [], [], [], [], []
     for smp in samples:
@@ -120,7 +123,7 @@ def collate_finetune(samples, pad_id: int, scale: float = 1.0) -> dict:
         lab = np.asarray(smp.labels, dtype=np.int64)
         labels.append(lab)
         weights.append(scale / max(int((lab[1:] != IGNORE_INDEX).sum()), 1))
-    enc, lm = _Rows(enc_rows, pad_id), _Rows(lm_rows, pad_id)
+    enc, lm = _Rows(enc_rows, pad_id, multiple), _Rows(lm_rows, pad_id, multiple)
     gather = [enc.flat(r, idx) for r, idx in enumerate(enc_idx)]
     splice = []
     for b, smp in enumerate(samples):

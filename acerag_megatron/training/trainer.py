@@ -131,7 +131,9 @@ class Trainer:
                 samples.append(self.dataset.get(index, epoch))
             # Padding sits after the real tokens of a row under a causal mask and carries no label:
             # its id never matters.
-            mbs.append(collate_window(samples[0], 0, scale) if a.window_mode else collate_finetune(samples, 0, scale))
+            mult = a.tensor_model_parallel_size if a.sequence_parallel else 1
+            mbs.append(collate_window(samples[0], 0, scale, mult) if a.window_mode
+                       else collate_finetune(samples, 0, scale, mult))
         return mbs
 
     # ------------------------------------------------------------------ one step
