@@ -124,3 +124,20 @@ def test_sampler_partitions_and_resumes():
     assert next(iter(resumed)) == e1[1]
     with pytest.raises(ValueError):
         DistributedBatchSampler(3, dp_rank=0, dp_size=2, micro_batch_size=2, seed=0)
+
+
+def test_inspect_tool_marks_roles(seed_data, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "inspect_data", Path(__file__).resolve().parent.parent / "tools" / "inspect_data.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([seed_data["arc_easy"], "--index", "1", "--ratio", "4", "--encoder-max-length", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio 4" in out and "[placeholders" in out and "[encoder chunk 0:" in out
+    assert "</s>" in out.split("[targets")[1].splitlines()[0]
+    assert tool.main([seed_data["redpajama"], "--window", "64", "--encoder-max-length", "128", "--mode", "tokens"]) == 0
+    out = capsys.readouterr().out
+    assert "[window 1: memory" in out and "[segment 0:" in out
+    assert tool.main([seed_data["nq"], "--index", "999"]) == 2

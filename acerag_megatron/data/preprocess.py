@@ -133,7 +133,7 @@ class _LineProgress:
 
 def _tokenizer_meta(tok, tokenizer_dir: str) -> dict:
     pad = tok.pad_token_id if tok.pad_token_id else tok.eos_token_id  # as the reference: falsy pad -> eos
-    return {"name": Path(tokenizer_dir).resolve().name, "class": type(tok).__name__, "vocab_size": len(tok),
+    return {"name": Path(tokenizer_dir).resolve().name, "path": str(Path(tokenizer_dir).resolve()), "class": type(tok).__name__, "vocab_size": len(tok),
             "hash": tokenizer_hash(tokenizer_dir), "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id,
             "pad_id": pad}
 
