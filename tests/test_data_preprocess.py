@@ -170,3 +170,21 @@ def test_ensure_preprocessed_cache(toks, tmp_path):
     write_jsonl(src, make_records("redpajama", 4, seed=0, words=20))
     b = ensure_preprocessed(src, toks["llama"], "pretrain", tmp_path / "cache")
     assert b != a and read_manifest(b)["counts"]["kept"] == 4
+
+
+def test_streaming_array_across_read_boundaries(tmp_path, monkeypatch):
+    from acerag_megatron.data import records
+    monkeypatch.setattr(records, "_READ_SIZE", 7)  # force elements to straddle many reads
+    values = [{"text": f"doc {i} " * (i % 5), "n": i} for i in range(40)]
+    src = tmp_path / "a.json"
+    src.write_text("\n\n[\n" + ",\n".join(json.dumps(v, indent=1) for v in values) + "\n]\n")
+    got = list(records.iter_raw_records(src))
+    assert [r.value for r in got] == values and all(r.error is None for r in got)
+    expected_lines, line = [], 4
+    for v in values:
+        expected_lines.append(line)
+        line += json.dumps(v, indent=1).count("\n") + 1
+    assert [r.line for r in got] == expected_lines
+    src.write_text('[{"text": "a"}, {"text": "b" ')
+    got = list(records.iter_raw_records(src))
+    assert got[0].value == {"text": "a"} and got[1].error.startswith("malformed JSON")

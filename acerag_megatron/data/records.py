@@ -104,12 +104,10 @@ def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
     with _open_text(path) as f:
-        head = f.read(4096)
-        stripped = head.lstrip()
-        first_line = 1 + head[: len(head) - len(stripped)].count("\n")
+        is_array = f.read(4096).lstrip().startswith("[")
         f.seek(0)
-        if stripped.startswith("["):
-            yield from _iter_json_array(f, first_line)
+        if is_array:
+            yield from _iter_json_array(f, first_line=1)
             return
         for number, text in enumerate(f, start=1):
             if not text.strip():
