@@ -105,6 +105,9 @@ def make_records(name: str, n: int, seed: int, words: int = 200) -> list[dict]:
 def write_seed_corpus(out_dir: str | os.PathLike, n_per_file: int, seed: int, words: int = 200) -> dict[str, Path]:
     """Write the ten seed files `<name>.json` (redpajama as JSON lines, the rest as JSON arrays).
 
+    The tiny tokenizers give about 4-6 tokens per word, so `words=300` yields 1300-1700-token
+    documents: enough for the seed's `--min_length 1024` filter.
+
     Returns:
         Mapping from dataset name to file path.
     """
