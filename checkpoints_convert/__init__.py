@@ -1,0 +1,1 @@
+"""Command-line converters between Hugging Face folders and Megatron torch_dist checkpoints."""
