@@ -37,6 +37,7 @@ class HFCheckpoint:
     def __init__(self, name_or_path: str):
         self.path = resolve_hf_path(name_or_path)
         self._file_of: dict[str, Path] = {}
+        self._open: dict[Path, object] = {}
         for index_name in _INDEX_FILES:
             index = self.path / index_name
             if index.exists():
@@ -50,7 +51,6 @@ class HFCheckpoint:
                     break
         if not self._file_of:
             raise FileNotFoundError(f"{self.path}: no model.safetensors / pytorch_model.bin (or index json) found")
-        self._open: dict[Path, object] = {}
 
     @property
     def config(self) -> dict:
