@@ -41,3 +41,15 @@ def test_splice_matches_transformers_and_only_encoder_gets_grads(checks):
     assert checks["encoder_embed_grad_vs_hf"] <= TOL
     assert checks["encoder_norm_grad_vs_hf"] <= TOL
     assert checks["no_splice_vs_plain_lm"] <= 1e-6
+
+
+def test_device_seam_on_cpu(checks):
+    assert checks["device_cpu_gloo_sdpa"] == 1
+    assert checks["device_describe_has_version"] == 1
+    assert checks["device_te_refused_on_cpu"] == 1
+
+
+def test_export_above_shard_size_writes_index(checks):
+    assert checks["sharded_export_files"] > 1
+    assert checks["sharded_export_has_index"] == 1
+    assert checks["sharded_export_reload"] <= TOL

@@ -15,7 +15,9 @@ from megatron.core.models.gpt.gpt_model import GPTModel  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModel, AutoModelForCausalLM  # noqa: E402
 
+from acerag_megatron.device import resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
+from acerag_megatron.weights import export as export_module  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
@@ -136,13 +138,47 @@ def splice_checks(path: str) -> None:
     report("no_splice_vs_plain_lm", (no_splice - plain).abs().max())
 
 
+def device_checks() -> None:
+    report("device_cpu_gloo_sdpa", float(DEVICE.device == "cpu" and DEVICE.dist_backend == "gloo"
+                                         and DEVICE.attention_backend == "sdpa" and not DEVICE.use_te))
+    report("device_describe_has_version", float("megatron-core=0.16.1" in DEVICE.describe()))
+    try:
+        resolve_device("te")
+        report("device_te_refused_on_cpu", 0.0)
+    except ValueError:
+        report("device_te_refused_on_cpu", 1.0)
+
+
+def sharded_export(path: str, workdir: str) -> None:
+    """Above the shard size the export writes several files plus an index that transformers reads."""
+    arch = ModelArch.from_hf(path)
+    lm = build_for_role(arch, "lm", arch.num_layers, tp=1, pp=1, device=DEVICE)
+    load_hf_into_lm(lm, path)
+    out_dir = os.path.join(workdir, "export_sharded")
+    saved, export_module.MAX_SHARD_BYTES = export_module.MAX_SHARD_BYTES, 40_000
+    try:
+        export_lm_hf(lm, out_dir, hf_config_from=path, dtype=torch.float32)
+    finally:
+        export_module.MAX_SHARD_BYTES = saved
+    files = [f for f in os.listdir(out_dir) if f.endswith(".safetensors")]
+    report("sharded_export_files", len(files))
+    report("sharded_export_has_index", float(os.path.exists(os.path.join(out_dir, "model.safetensors.index.json"))))
+    ids, _ = tokens(2, 16)
+    with torch.no_grad():
+        diff = (AutoModelForCausalLM.from_pretrained(out_dir)(input_ids=ids).logits
+                - AutoModelForCausalLM.from_pretrained(path)(input_ids=ids).logits).abs().max()
+    report("sharded_export_reload", diff)
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(1, 1)
+    device_checks()
     paths = tiny_models(workdir)
     for fam, path in paths.items():
         hf_parity(fam, path, workdir)
     splice_checks(paths["qwen3"])
+    sharded_export(paths["llama"], workdir)
 
 
 if __name__ == "__main__":
