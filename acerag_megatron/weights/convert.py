@@ -85,7 +85,7 @@ def pipeline_forward(lm: FrozenLM, input_ids, position_ids, attention_mask=None)
         shape = (input_ids.shape[1], input_ids.shape[0], lm.config.hidden_size)
         if lm.config.sequence_parallel:
             shape = (shape[0] // parallel_state.get_tensor_model_parallel_world_size(), *shape[1:])
-        received = torch.empty(shape, dtype=lm.config.params_dtype)
+        received = torch.empty(shape, dtype=lm.config.params_dtype, device=input_ids.device)
         dist.recv(received, src=parallel_state.get_pipeline_model_parallel_prev_rank())
         lm.set_input_tensor(received)
     out = lm(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask)
@@ -104,22 +104,24 @@ def compare_with_hf(module, hf_path: str, role: str, num_layers: int, *, seq_len
     from transformers import AutoModel, AutoModelForCausalLM
 
     arch = module.arch if module is not None else ModelArch.from_hf(hf_path)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, arch.vocab_size, (batch_size, seq_length), generator=generator)
-    pos = torch.arange(seq_length).expand(batch_size, -1)
-    diff = torch.zeros(())
+    ids = torch.randint(0, arch.vocab_size, (batch_size, seq_length), generator=generator).to(device)
+    pos = torch.arange(seq_length, device=device).expand(batch_size, -1)
+    diff = torch.zeros((), device=device)
     with torch.no_grad():
         if role == "lm":
             module.eval()
             out = pipeline_forward(module, ids, pos)
             if out is not None:
-                ref = AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32).eval()(input_ids=ids).logits
+                ref = AutoModelForCausalLM.from_pretrained(hf_path, dtype=torch.float32).to(device).eval()
+                ref = ref(input_ids=ids).logits
                 diff = (out.float() - ref).abs().max()
         elif module is not None:
             module.eval()
             out = module(ids, pos).transpose(0, 1)
-            ref = AutoModel.from_pretrained(hf_path, dtype=torch.float32, num_hidden_layers=num_layers).eval()
+            ref = AutoModel.from_pretrained(hf_path, dtype=torch.float32, num_hidden_layers=num_layers).to(device).eval()
             diff = (out.float() - ref(input_ids=ids).last_hidden_state).abs().max()
-    diff = diff.reshape(1).clone()
+    diff = diff.float().reshape(1).clone()
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return float(diff)

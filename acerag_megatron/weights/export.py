@@ -1,8 +1,8 @@
 """Export Megatron modules as Hugging Face folders (TP shards gathered, PP stages merged).
 
-Every rank must call the export functions (they are collective); global rank 0 writes the
-config and renames the finished folder into place, so a reader never sees a partial folder.
-Pipeline stages write their own weight files into the shared temporary folder.
+Folders are written to a temporary sibling and renamed into place, so a reader never sees a
+partial folder. The encoder export involves only the first stage's TP group; the LM export is
+collective over all ranks, each pipeline stage writing its own files into the shared folder.
 """
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def _hub_config(source: str) -> dict:
     return AutoConfig.from_pretrained(source).to_dict()
 
 
-def _export(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype,
-            has_module: bool) -> Path:
+def _export_stages(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype) -> Path:
+    """World-collective export where every pipeline stage writes its own files."""
     out_dir = Path(out_dir)
     rank = dist.get_rank()
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
@@ -101,52 +101,60 @@ def _export(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtyp
         tmp.mkdir(parents=True)
     dist.barrier()
     weight_map: dict[str, str] = {}
-    if has_module:
-        tensors = gather_hf_tensors(module, arch, prefix, dtype)
-        writer = (parallel_state.get_tensor_model_parallel_rank() == 0
-                  and parallel_state.get_data_parallel_rank() == 0)
-        if writer:
-            stage = parallel_state.get_pipeline_model_parallel_rank()
-            num_stages = parallel_state.get_pipeline_model_parallel_world_size() if prefix else 1
-            weight_map = _write_stage_files(tensors, tmp, stage, num_stages)
+    tensors = gather_hf_tensors(module, arch, prefix, dtype)
+    if parallel_state.get_tensor_model_parallel_rank() == 0 and parallel_state.get_data_parallel_rank() == 0:
+        weight_map = _write_stage_files(tensors, tmp, parallel_state.get_pipeline_model_parallel_rank(),
+                                        parallel_state.get_pipeline_model_parallel_world_size())
     maps = [None] * dist.get_world_size()
     dist.all_gather_object(maps, weight_map)
     if rank == 0:
-        full_map = {k: v for m in maps for k, v in m.items()}
-        files = set(full_map.values())
-        if files != {"model.safetensors"}:
-            total = sum((tmp / f).stat().st_size for f in files)
-            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(full_map.items()))}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        _write_index_and_config(tmp, {k: v for m in maps for k, v in m.items()}, config)
         replace_dir(tmp, out_dir)
     dist.barrier()
     return out_dir
 
 
+def _write_index_and_config(folder: Path, weight_map: dict[str, str], config: dict) -> None:
+    files = set(weight_map.values())
+    if files != {"model.safetensors"}:
+        total = sum((folder / f).stat().st_size for f in files)
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+
 def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write the encoder as a bare LlamaModel / Qwen3Model folder loadable by AutoModel.
 
-    Collective: call on every rank; ranks whose stage holds no encoder pass encoder=None.
+    Collective over the encoder's TP group only: call it on every rank of the first pipeline
+    stage (calling it with encoder=None elsewhere is a no-op). Data-parallel replicas other than
+    the first return at once; TP rank 0 of the first replica writes and renames atomically.
 
     Args:
-        encoder: CompressiveEncoder (unwrapped) or None on later pipeline stages.
+        encoder: CompressiveEncoder (unwrapped), or None on later pipeline stages.
         out_dir: destination folder (replaced atomically).
         hf_config_from: folder or hub id whose config.json is copied, with num_hidden_layers=N.
         dtype: dtype of the written weights.
     """
-    config = None
-    if dist.get_rank() == 0:
-        if encoder is None:
-            raise ValueError("global rank 0 must hold the encoder (first pipeline stage)")
+    out_dir = Path(out_dir)
+    if encoder is None or parallel_state.get_data_parallel_rank() != 0:
+        return out_dir
+    tensors = gather_hf_tensors(encoder, encoder.arch, "", dtype)
+    if parallel_state.get_tensor_model_parallel_rank() == 0:
         architecture = {"llama": "LlamaModel", "qwen3": "Qwen3Model"}[encoder.arch.family]
         config = _hf_config(hf_config_from, architecture, encoder.config.num_layers, dtype)
-    arch = encoder.arch if encoder is not None else None
-    return _export(encoder, arch, out_dir, prefix="", config=config, dtype=dtype, has_module=encoder is not None)
+        tmp = out_dir.parent / f".{out_dir.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        weight_map = _write_stage_files(tensors, tmp, stage=0, num_stages=1)
+        _write_index_and_config(tmp, weight_map, config)
+        replace_dir(tmp, out_dir)
+    dist.barrier(group=parallel_state.get_tensor_model_parallel_group())
+    return out_dir
 
 
 def export_lm_hf(lm, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Write the full LM (gathered over TP and PP) as a *ForCausalLM folder. Collective."""
     architecture = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[lm.arch.family]
     config = _hf_config(hf_config_from, architecture, lm.arch.num_layers, dtype) if dist.get_rank() == 0 else None
-    return _export(lm, lm.arch, out_dir, prefix="model.", config=config, dtype=dtype, has_module=True)
+    return _export_stages(lm, lm.arch, out_dir, prefix="model.", config=config, dtype=dtype)

@@ -93,10 +93,11 @@ def schedule_pp2_equals_pp1(path: str) -> None:
 def encoder_export_from_stage0(path: str, workdir: str) -> None:
     arch = ModelArch.from_hf(path)
     enc = build_for_role(arch, "encoder", ENC_LAYERS, tp=1, pp=2, device=DEVICE)
-    if enc is not None:
-        load_hf_into_encoder(enc, path)
     out_dir = os.path.join(workdir, "enc_pp2_export")
-    export_encoder_hf(enc, out_dir, hf_config_from=path, dtype=torch.float32)
+    if enc is not None:  # only the first stage calls it, as a trainer does
+        load_hf_into_encoder(enc, path)
+        export_encoder_hf(enc, out_dir, hf_config_from=path, dtype=torch.float32)
+    dist.barrier()
     report("pp2_encoder_export_files", len(os.listdir(out_dir)), collective=False)
 
 
