@@ -189,3 +189,23 @@ def test_logits_for_training_sample(stack):
     start = sample.placeholder_start
     torch.testing.assert_close(logits[:start], plain[:start], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits[start:], plain[start:], atol=1e-3)
+
+
+def test_selective_compression_keeps_important_tokens(stack):
+    tok, lm, enc = stack.tok, stack.lm, stack.enc
+    prompt, context = eval_prompt("nq", "who?"), " ".join([DOCS] * 3)
+    _, ctx, _ = split_prompt(tok, prompt, context, apply_chat_template=True)
+    span = range(20, 30)
+    got = compress_prompt(tok, prompt, context, ratio=8, encoder_max_length=64,
+                          importance_fn=lambda ids: [float(i in span) for i in range(len(ids))],
+                          context_proportion=len(span) / len(ctx))
+    prefix = 1 if stack.family == "llama" else 0
+    step = 64 - prefix
+    for p in span:
+        assert prefix + p % step in got.encoder_indices[p // step]
+        assert got.encoder_chunks[p // step][prefix + p % step] == ctx[p]
+    uniform = compress_prompt(tok, prompt, context, ratio=8, encoder_max_length=64)
+    # the budget is AceRAG's ceil(n / r) (uniform stride may exceed it by one last index per chunk)
+    assert len(got.placeholder_positions) <= -(-len(ctx) // 8)
+    assert got.encoder_indices != uniform.encoder_indices
+    assert len(generate(lm, enc, [got, uniform], pad_token_id=tok.pad_token_id, max_new_tokens=3)[0]) == 3

@@ -7,6 +7,7 @@ piece` -> selected positions per chunk -> `head + [PLACEHOLDER] * P + tail`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from acerag_megatron.data.chat import common_prefix_length, render
 from acerag_megatron.data.finetune import split_chunks
 from acerag_megatron.data.indices import chunk_indices
 from acerag_megatron.inference.generate import CompressedPrompt
+from acerag_megatron.inference.selective import selective_indices
 
 
 def tokenize_prompt(tokenizer, prompt: str, apply_chat_template: bool) -> list[int]:
@@ -66,7 +68,9 @@ def truncate_middle(context: list[int], budget: int) -> list[int]:
 
 def compress_prompt(tokenizer, prompt: str, context: str, *, ratio: int | None, lm_max_length: int = 4096,
                     encoder_max_length: int = 4096, instruction: str | None = None, method: str = "stride",
-                    apply_chat_template: bool = True, rng: np.random.Generator | None = None) -> CompressedPrompt:
+                    apply_chat_template: bool = True, rng: np.random.Generator | None = None,
+                    importance_fn: Callable[[list[int]], Sequence[float]] | None = None,
+                    context_proportion: float = 0.0625, low_comp_ratio: int = 1) -> CompressedPrompt:
     """LM input and encoder chunks of one example.
 
     Args:
@@ -81,6 +85,11 @@ def compress_prompt(tokenizer, prompt: str, context: str, *, ratio: int | None, 
         apply_chat_template: render with the tokenizer's chat template (AceRAG disables it only for
             few-shot classification with Llama-2).
         rng: generator for method 'random'.
+        importance_fn: selective compression (METHOD.md 8.2): maps the (truncated) context token
+            ids to one importance score per token; None = uniform compression.
+        context_proportion: with `importance_fn`, the fraction of context tokens kept at
+            `low_comp_ratio`; the rest is compressed harder so the total stays within ceil(n / r).
+        low_comp_ratio: with `importance_fn`, the ratio of the important tokens.
     """
     if ratio is None:
         ids = tokenize_prompt(tokenizer, prompt.replace(CONTEXT_TAG, context), apply_chat_template)
@@ -92,7 +101,13 @@ def compress_prompt(tokenizer, prompt: str, context: str, *, ratio: int | None, 
     bos = tokenizer.bos_token_id or None
     chunks = split_chunks(np.asarray(ctx, dtype=np.int64), encoder_max_length=encoder_max_length, bos_id=bos,
                           instruction_ids=instr)
-    indices = [chunk_indices(len(c), ratio, len(instr), method, rng) for c in chunks]
+    indices = None
+    if importance_fn is not None and chunks:
+        prefix = len(instr) + (bos is not None)
+        indices = selective_indices([len(c) for c in chunks], prefix, len(instr), importance_fn(list(ctx)), ratio,
+                                    context_proportion=context_proportion, low_comp_ratio=low_comp_ratio)
+    if indices is None:
+        indices = [chunk_indices(len(c), ratio, len(instr), method, rng) for c in chunks]
     num_ph = sum(len(i) for i in indices)
     return CompressedPrompt(
         input_ids=list(head) + [PLACEHOLDER_TOKEN_ID] * num_ph + list(tail),
