@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-ATTENTION_BACKENDS = ("auto", "te", "sdpa", "flash")
+ATTENTION_BACKENDS = ("auto", "te", "sdpa", "flash", "flex", "unfused")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +20,8 @@ class DeviceInfo:
     use_te: bool
     """Transformer Engine is importable and a GPU is present: use the TE layer spec."""
     attention_backend: str
-    """Resolved core attention: 'te', 'flash' (SDPA pinned to flash kernels) or 'sdpa'."""
+    """Resolved core attention: 'te', 'sdpa', 'flash' (SDPA pinned to flash kernels), 'flex'
+    (FlexAttention block masks) or 'unfused' (Megatron's DotProductAttention, a reference)."""
     megatron_core: str
     """Installed megatron-core version."""
 
@@ -42,7 +43,7 @@ def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
     """Resolve the device, distributed backend, layer-spec flavour and attention backend.
 
     Args:
-        attention_backend: 'auto' (TE where usable, else SDPA), 'te', 'sdpa' or 'flash'.
+        attention_backend: 'auto' (TE where usable, else SDPA), 'te', 'sdpa', 'flash', 'flex' or 'unfused'.
 
     Returns:
         The resolved DeviceInfo. On CPU the megatron-core compatibility patches are applied.
@@ -58,8 +59,9 @@ def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
         resolved = "te" if use_te else "sdpa"
     elif attention_backend == "te" and not use_te:
         raise ValueError("attention_backend: 'te' needs a GPU and an importable transformer_engine")
-    elif attention_backend == "flash" and not cuda:
-        raise ValueError("attention_backend: 'flash' needs a GPU")
+    elif attention_backend in ("flash", "flex") and not cuda:
+        # torch has no FlexAttention backward on CPU; its forward is tested there on its own.
+        raise ValueError(f"attention_backend: {attention_backend!r} needs a GPU")
     else:
         resolved = attention_backend
     # A non-TE attention choice also selects the local spec, so the choice is honoured.

@@ -1,8 +1,9 @@
-"""Core attention on torch scaled_dot_product_attention for the local layer spec.
+"""Core attention modules for the local layer spec: torch SDPA and FlexAttention.
 
 Megatron's local DotProductAttention materialises the score matrix (2.2x slower, 2x the
-memory on GPU); this module is a drop-in for the spec's `core_attention` slot.
+memory on GPU); these modules are drop-ins for the spec's `core_attention` slot.
 Shapes: s sequence, b batch, h heads (this TP rank), g query groups, d head dim.
+Mask convention (Megatron's): bool broadcastable to [b, 1, sq, sk], True = masked; None = causal.
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from megatron.core.transformer.module import MegatronModule
 
 
 class SDPAttention(MegatronModule):
-    """Causal / masked attention through torch SDPA.
+    """Attention through torch scaled_dot_product_attention.
 
-    Mask convention (Megatron's): a bool tensor broadcastable to [b, 1, sq, sk], True = masked.
-    A None mask means causal. Rows that mask every key attend to themselves instead of
-    producing NaN (left padding), keeping padded rows finite and out of every real row.
+    Rows that mask every key attend to themselves instead of producing NaN (left padding),
+    which keeps padded rows finite and out of every real row.
     """
 
     def __init__(self, config, layer_number: int, attn_mask_type: AttnMaskType, attention_type: str = "self",
@@ -27,37 +27,101 @@ class SDPAttention(MegatronModule):
                  cp_comm_type: str | None = None, pg_collection=None, flash_only: bool = False):
         super().__init__(config=config)
         if config.context_parallel_size > 1:
-            raise ValueError("SDPAttention does not support context parallelism")
+            raise ValueError(f"{type(self).__name__} does not support context parallelism")
         self.attn_mask_type = attn_mask_type
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
-        head_dim = config.kv_channels
-        self.softmax_scale = softmax_scale or config.softmax_scale or 1.0 / math.sqrt(head_dim)
+        self.softmax_scale = softmax_scale or config.softmax_scale or 1.0 / math.sqrt(config.kv_channels)
         self.flash_only = flash_only
 
     def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
                 packed_seq_params=None):
         """q [sq,b,h,d], k/v [sk,b,g,d] -> [sq,b,h*d]."""
         if packed_seq_params is not None or attention_bias is not None:
-            raise ValueError("SDPAttention supports neither packed_seq_params nor attention_bias")
+            raise ValueError(f"{type(self).__name__} supports neither packed_seq_params nor attention_bias")
         sq, b, h, d = query.shape
         q_bhsd, k_bgsd, v_bgsd = (t.permute(1, 2, 0, 3) for t in (query, key, value))
-        mask_type = attn_mask_type or self.attn_mask_type
+        causal = (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
+        out_bhsd = self.attend(q_bhsd, k_bgsd, v_bgsd, attention_mask, causal)
+        return out_bhsd.permute(2, 0, 1, 3).reshape(sq, b, h * d)
+
+    def attend(self, q_bhsd, k_bgsd, v_bgsd, attention_mask, causal: bool):
         kwargs = dict(dropout_p=self.dropout_p if self.training else 0.0, scale=self.softmax_scale,
-                      enable_gqa=k_bgsd.shape[1] != h)
+                      enable_gqa=k_bgsd.shape[1] != q_bhsd.shape[1])
         if attention_mask is None:
-            kwargs["is_causal"] = mask_type == AttnMaskType.causal
+            kwargs["is_causal"] = causal
         else:
             allowed = ~attention_mask
             # Applied unconditionally: testing first would cost a device sync per layer.
             none_allowed = ~allowed.any(dim=-1, keepdim=True)
             eye = torch.eye(allowed.shape[-2], allowed.shape[-1], dtype=torch.bool, device=allowed.device)
-            allowed = allowed | (none_allowed & eye)
-            kwargs["attn_mask"] = allowed
-        if self.flash_only:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
+            kwargs["attn_mask"] = allowed | (none_allowed & eye)
+        if not self.flash_only:
+            return F.scaled_dot_product_attention(q_bhsd, k_bgsd, v_bgsd, **kwargs)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                out_bhsd = F.scaled_dot_product_attention(q_bhsd, k_bgsd, v_bgsd, **kwargs)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return F.scaled_dot_product_attention(q_bhsd, k_bgsd, v_bgsd, **kwargs)
+
+
+class _BlockMaskCache:
+    """One block mask per attention mask tensor, shared by every layer of a forward pass.
+
+    Holding the mask tensor keeps its identity unique while cached; a new mask replaces it.
+    """
+
+    def __init__(self):
+        self.key = None
+        self.block_mask = None
+
+    def get(self, attention_mask, batch: int, sq: int, sk: int, device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        key = (attention_mask, batch, sq, sk, str(device))
+        if self.key is not None and key[0] is self.key[0] and key[1:] == self.key[1:]:
+            return self.block_mask
+        if attention_mask is None:
+            def mask_mod(b, h, q_idx, kv_idx):
+                return q_idx >= kv_idx
+            self.block_mask = create_block_mask(mask_mod, None, None, sq, sk, device=device)
         else:
-            out_bhsd = F.scaled_dot_product_attention(q_bhsd, k_bgsd, v_bgsd, **kwargs)
-        return out_bhsd.permute(2, 0, 1, 3).reshape(sq, b, h * d)
+            allowed = ~attention_mask.expand(batch, 1, sq, sk)
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                return allowed[b, 0, q_idx, kv_idx]
+            self.block_mask = create_block_mask(mask_mod, batch, None, sq, sk, device=device)
+        self.key = key
+        return self.block_mask
+
+
+_BLOCK_MASKS = _BlockMaskCache()
+_compiled_flex = None
+
+
+def _flex(*args, **kwargs):
+    """flex_attention, compiled on GPU (the eager path materialises scores and is for CPU tests)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not args[0].is_cuda:
+        return flex_attention(*args, **kwargs)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(*args, **kwargs)
+
+
+class FlexAttention(SDPAttention):
+    """Attention through FlexAttention with a block-sparse mask built from the dense bool mask.
+
+    Packed micro-batches (document masks, the one-pass window formulation) are mostly empty
+    blocks, which FlexAttention skips. Fully masked rows produce zeros.
+    """
+
+    def attend(self, q_bhsd, k_bgsd, v_bgsd, attention_mask, causal: bool):
+        if self.training and self.dropout_p > 0:
+            raise ValueError("FlexAttention does not support attention dropout")
+        if attention_mask is None and not causal:
+            return super().attend(q_bhsd, k_bgsd, v_bgsd, None, False)
+        b, _, sq, _ = q_bhsd.shape
+        block_mask = _BLOCK_MASKS.get(attention_mask, b, sq, k_bgsd.shape[2], q_bhsd.device)
+        return _flex(q_bhsd, k_bgsd, v_bgsd, block_mask=block_mask, scale=self.softmax_scale,
+                     enable_gqa=k_bgsd.shape[1] != q_bhsd.shape[1])

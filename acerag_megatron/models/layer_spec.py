@@ -1,5 +1,5 @@
 """Transformer layer and block specs: Transformer Engine where usable, else the local spec with
-our sequence-parallel RMSNorm and SDPA core attention."""
+our sequence-parallel RMSNorm and our core attention (SDPA by default, or FlexAttention)."""
 from __future__ import annotations
 
 import copy
@@ -14,7 +14,7 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
-from acerag_megatron.models.attention import SDPAttention
+from acerag_megatron.models.attention import FlexAttention, SDPAttention
 from acerag_megatron.models.norm import RMSNorm
 
 
@@ -33,8 +33,11 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     sub.input_layernorm = norm
     sub.pre_mlp_layernorm = norm
     attn = sub.self_attention.submodules
-    attn.core_attention = ModuleSpec(
-        module=SDPAttention, params={"flash_only": device_info.attention_backend == "flash"})
+    backend = device_info.attention_backend
+    if backend == "flex":
+        attn.core_attention = ModuleSpec(module=FlexAttention)
+    elif backend != "unfused":  # 'unfused' keeps Megatron's DotProductAttention as a reference
+        attn.core_attention = ModuleSpec(module=SDPAttention, params={"flash_only": backend == "flash"})
     if arch.qk_norm:
         attn.q_layernorm = norm
         attn.k_layernorm = norm
