@@ -57,6 +57,9 @@ def main() -> None:
     loss16, grad16 = splice_loss(paths["qwen3"], torch.bfloat16, DEVICE)
     report("gpu_bf16_vs_fp32_splice_loss", (loss16 - loss32).abs().max())
     report("gpu_bf16_grad_norm_finite", float(torch.isfinite(torch.tensor(grad16)) and grad16 > 0))
+    flex_loss, flex_grad = splice_loss(paths["qwen3"], torch.bfloat16, resolve_device("flex"))
+    report("gpu_flex_vs_sdpa_bf16_splice_loss", (flex_loss - loss16).abs().max())
+    report("gpu_flex_vs_sdpa_bf16_grad_norm_rel", abs(flex_grad - grad16) / grad16)
     flash = resolve_device("flash")
     arch = ModelArch.from_hf(paths["llama"])
     outs = []
