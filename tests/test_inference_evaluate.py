@@ -106,3 +106,12 @@ def test_latency_benchmark_rows(models):
     assert lengths[0] > lengths[1] > lengths[2]
     assert rows[0]["num_placeholders"] == 0 and rows[2]["num_placeholders"] > 0
     assert all(r["prefill_s"] > 0 and r["generate_s"] > 0 for r in rows)
+
+
+def test_latency_cli_prints_json():
+    proc = subprocess.run([sys.executable, "tools/latency_benchmark.py", "--device", "cpu", "--ratios", "none,4",
+                           "--context_tokens", "64", "--new_tokens", "2", "--repeats", "1"], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert [r["ratio"] for r in report["results"]] == ["rag", 4] and report["device"] == "cpu"

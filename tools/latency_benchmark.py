@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lm", help="LM folder or hub id (default: a tiny random Llama)")
     p.add_argument("--encoder", help="exported encoder folder (required with --lm)")
-    p.add_argument("--device", default="cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") != "" else "cpu")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--ratios", default="none,2,4,8,16", help="comma list; 'none' = plain RAG")
     p.add_argument("--batch_size", type=int, default=1)
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    device = args.device if (args.device != "cuda" or torch.cuda.is_available()) else "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     ratios = tuple(None if r.strip().lower() == "none" else int(r) for r in args.ratios.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                          encoder_max_length=args.encoder_max_length)
     name = args.lm or (f"random {args.shape}" if args.shape != "tiny" else "tiny-llama")
     report = {"lm": name, "encoder": args.encoder or f"{name} bottom layers (random)",
-              "device": str(lm.device), "device_name": torch.cuda.get_device_name() if device == "cuda" else
+              "device": str(lm.device), "device_name": torch.cuda.get_device_name() if lm.device.type == "cuda" else
               platform.processor() or platform.machine(), "dtype": str(lm.dtype).replace("torch.", ""),
               "batch_size": args.batch_size, "context_tokens": args.context_tokens, "new_tokens": args.new_tokens,
               "results": rows}
