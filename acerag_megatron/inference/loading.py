@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from acerag_megatron import CONTEXT_TAG
+from acerag_megatron.data import chat
 
 # Sub-folder names a training checkpoint may use for the exported encoder (seed vs. later AceRAG).
 ENCODER_SUBFOLDERS = ("compressive_encoder", "context_compressor")
@@ -18,19 +18,15 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 def load_tokenizer(lm_path: str | os.PathLike):
-    """LM tokenizer set up as AceRAG uses it: left padding, pad = eos when unset, CONTEXT_TAG special.
+    """LM tokenizer set up as AceRAG uses it: CONTEXT_TAG special, left padding, pad = eos when unset.
 
     The tag only ever appears in the prompt-without-context tokenisation that locates the context;
     it never reaches a model, so no embedding matrix is resized.
     """
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(lm_path))
+    tok = chat.load_tokenizer(str(lm_path), add_context_tag=True)
     tok.padding_side = "left"
     if not tok.pad_token_id:
         tok.pad_token = tok.eos_token
-    if CONTEXT_TAG not in tok.get_vocab():
-        tok.add_tokens([CONTEXT_TAG], special_tokens=True)
     return tok
 
 
