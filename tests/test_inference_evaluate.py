@@ -115,3 +115,19 @@ def test_latency_cli_prints_json():
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert [r["ratio"] for r in report["results"]] == ["rag", 4] and report["device"] == "cpu"
+
+
+def test_resolve_encoder_dir(tmp_path):
+    from acerag_megatron.inference.loading import resolve_encoder_dir
+
+    for step in (9, 10, 100):
+        (tmp_path / f"checkpoint-{step}" / "compressive_encoder").mkdir(parents=True)
+        (tmp_path / f"checkpoint-{step}" / "compressive_encoder" / "config.json").write_text("{}")
+    (tmp_path / "checkpoint-200.tmp" / "compressive_encoder").mkdir(parents=True)  # unfinished save
+    assert resolve_encoder_dir(tmp_path) == tmp_path / "checkpoint-100" / "compressive_encoder"
+    assert resolve_encoder_dir(tmp_path / "checkpoint-9") == tmp_path / "checkpoint-9" / "compressive_encoder"
+    (tmp_path / "other" / "context_compressor").mkdir(parents=True)
+    (tmp_path / "other" / "context_compressor" / "config.json").write_text("{}")
+    assert resolve_encoder_dir(tmp_path / "other") == tmp_path / "other" / "context_compressor"
+    with pytest.raises(FileNotFoundError, match="no encoder config.json"):
+        resolve_encoder_dir(tmp_path / "checkpoint-200.tmp")

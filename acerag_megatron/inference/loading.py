@@ -38,19 +38,31 @@ def load_lm(lm_path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
     return lm.to(device).eval().requires_grad_(False)
 
 
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    steps = [(int(p.name.split("-", 1)[1]), p) for p in run_dir.glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return max(steps)[1] if steps else None
+
+
 def resolve_encoder_dir(path: str | os.PathLike) -> Path:
-    """Accept an exported encoder folder or a checkpoint folder holding one of ENCODER_SUBFOLDERS.
+    """The exported encoder folder behind `path`.
+
+    Accepts the folder itself, a `checkpoint-N` folder holding one of ENCODER_SUBFOLDERS, or a
+    run folder, whose highest-step complete `checkpoint-N` is used (as AceRAG's scripts pick it).
 
     Raises:
-        FileNotFoundError: when no config.json is found in either place.
+        FileNotFoundError: when no encoder config.json is found.
     """
     root = Path(path)
-    if (root / "config.json").is_file():
-        return root
-    for name in ENCODER_SUBFOLDERS:
-        if (root / name / "config.json").is_file():
-            return root / name
-    raise FileNotFoundError(f"{root}: no config.json here or in {' / '.join(ENCODER_SUBFOLDERS)}")
+    candidates = [root]
+    latest = _latest_checkpoint(root) if root.is_dir() else None
+    for base in [root] + ([latest] if latest else []):
+        candidates += [base / name for name in ENCODER_SUBFOLDERS]
+    for folder in candidates:
+        if (folder / "config.json").is_file():
+            return folder
+    raise FileNotFoundError(f"{root}: no encoder config.json here, in {' / '.join(ENCODER_SUBFOLDERS)}, "
+                            "or in the latest checkpoint-N")
 
 
 def load_encoder(encoder_path: str | os.PathLike, device: torch.device | str = "cpu",
