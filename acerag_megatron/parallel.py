@@ -36,13 +36,15 @@ def initialize_parallel(tp: int, pp: int, seed: int, device: DeviceInfo) -> None
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     if not dist.is_initialized():
+        kwargs = {"backend": device.dist_backend}
         if device.device == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            kwargs["device_id"] = torch.device("cuda", local_rank)  # binds NCCL to this GPU up front
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend=device.dist_backend)
+            dist.init_process_group(**kwargs)
         else:
-            dist.init_process_group(backend=device.dist_backend, rank=0, world_size=1,
-                                    init_method=f"tcp://127.0.0.1:{_free_port()}")
+            dist.init_process_group(**kwargs, rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
     world = dist.get_world_size()
     if world % (tp * pp):
         raise ValueError(f"world size {world} is not divisible by tensor ({tp}) x pipeline ({pp}) parallel size")

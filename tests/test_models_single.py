@@ -62,3 +62,9 @@ def test_attention_backends_agree(checks):
     for backend in ("sdpa", "flex", "unfused"):
         assert checks[f"{backend}_left_pad_finite"] == 1
         assert checks[f"{backend}_left_pad_real_rows_vs_sdpa_causal"] <= TOL
+
+
+def test_recompute_modes_match(checks):
+    for mode in ("selective", "full"):
+        assert checks[f"recompute_{mode}_loss"] <= 1e-6
+        assert checks[f"recompute_{mode}_grad"] <= 1e-6

@@ -25,7 +25,8 @@ def report(name: str, value, collective: bool = True) -> None:
     Collective reports take the maximum over all ranks and print on rank 0; non-collective
     ones print from the calling rank only.
     """
-    value = torch.tensor([float(value)], dtype=torch.float64)
+    on = "cuda" if DEVICE.device == "cuda" else "cpu"  # NCCL reduces only CUDA tensors
+    value = torch.tensor([float(value)], dtype=torch.float64, device=on)
     if collective and dist.is_initialized():
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         if dist.get_rank() != 0:

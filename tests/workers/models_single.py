@@ -199,6 +199,23 @@ def attention_backends(path: str) -> None:
         report(f"{backend}_vs_sdpa", max((a - b).abs().max() for a, b in zip(outputs[backend], outputs["sdpa"])))
 
 
+def recompute_modes(path: str) -> None:
+    """Selective and full activation recomputation give the same loss and encoder grads."""
+    arch = ModelArch.from_hf(path)
+    results = {}
+    for mode in ("none", "selective", "full"):
+        model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                        params_dtype=torch.float32, device=DEVICE, recompute=mode)
+        load_hf_into_lm(model.lm, path)
+        load_hf_into_encoder(model.encoder, path)
+        loss = model(splice_batch())
+        loss.sum().backward()
+        results[mode] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
+    for mode in ("selective", "full"):
+        report(f"recompute_{mode}_loss", (results[mode][0] - results["none"][0]).abs().max())
+        report(f"recompute_{mode}_grad", (results[mode][1] - results["none"][1]).abs().max())
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(1, 1)
@@ -209,6 +226,7 @@ def main() -> None:
     splice_checks(paths["qwen3"])
     sharded_export(paths["llama"], workdir)
     attention_backends(paths["qwen3"])
+    recompute_modes(paths["llama"])
 
 
 if __name__ == "__main__":
