@@ -46,9 +46,14 @@ def _encoder_sharded_state_dict(model) -> dict:
     return model.encoder.sharded_state_dict(prefix="encoder.") if model.encoder is not None else {}
 
 
+def _has_params(optimizer) -> bool:
+    # Pipeline stages after the first hold only frozen LM layers: their optimizer is empty.
+    return optimizer is not None and any(len(g["params"]) for g in optimizer.param_groups)
+
+
 def _state_dict(model, optimizer, is_loading: bool) -> dict:
     sd = {"model": _encoder_sharded_state_dict(model)}
-    if optimizer is not None:
+    if _has_params(optimizer):
         sd["optimizer"] = optimizer.sharded_state_dict(sd["model"], is_loading=is_loading, metadata=OPTIM_METADATA)
     return sd
 
@@ -93,12 +98,12 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer) -> dict:
     path = Path(path)
     if not (path / "train_state.json").is_file():
         raise SystemExit(f"error: {path}: not a complete checkpoint (train_state.json missing)")
-    if optimizer is not None:
+    if _has_params(optimizer):
         prime_optimizer_for_load(optimizer)
     loaded = dist_checkpointing.load(_state_dict(model, optimizer, is_loading=True), str(path / "megatron"))
     if model.encoder is not None:
         model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in loaded["model"].items()})
-    if optimizer is not None:
+    if _has_params(optimizer):
         optimizer.load_state_dict(loaded["optimizer"])
     rank = dist.get_rank() if dist.is_initialized() else 0
     rng_file = path / "rng" / f"rank_{rank}.pt"

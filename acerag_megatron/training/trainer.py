@@ -14,6 +14,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from acerag_megatron.data.sampler import DistributedBatchSampler
 from acerag_megatron.device import resolve_device
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
@@ -56,7 +57,15 @@ class Trainer:
         if len(self.dataset) == 0:
             raise SystemExit("error: no training samples left after mixing and length filtering "
                              f"(min_length {args.min_length}, max_length {args.max_length})")
-        self.steps_per_epoch = math.ceil(len(self.dataset) / self.global_batch)
+        # One sampler item is this rank's share of a global batch; an epoch's incomplete last
+        # global batch is dropped so every rank takes the same steps.
+        try:
+            self.sampler = DistributedBatchSampler(
+                len(self.dataset), dp_rank=self.dp_rank, dp_size=self.dp,
+                micro_batch_size=args.per_device_train_batch_size * self.num_microbatches, seed=args.seed)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}; lower --global_batch_size or add data")
+        self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = args.max_steps if args.max_steps > 0 else args.num_train_epochs * self.steps_per_epoch
 
         self.model = build_model(args, self.device, self.lm_arch, self.enc_arch)
@@ -64,6 +73,8 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(args, self.ddp, self.total_steps)
         self.step, self.consumed = 0, 0
         self._resume()
+        self.sampler.consumed_samples = self.consumed
+        self._batches = iter(self.sampler)
         self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to)
         self.reporter.start_step = self.step
         self._stop_requested = False
@@ -108,30 +119,19 @@ class Trainer:
         return lines + [f"  note           {n}" for n in notes_for(a)]
 
     # ------------------------------------------------------------------ data
-    def _sample_order(self, epoch: int) -> torch.Tensor:
-        """Seeded shuffle of the whole dataset for an epoch (same on every rank)."""
-        if getattr(self, "_order_epoch", None) != epoch:
-            g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + epoch)
-            self._order, self._order_epoch = torch.randperm(len(self.dataset), generator=g), epoch
-        return self._order
-
     def _step_microbatches(self) -> list[dict]:
-        """This rank's micro-batches for the next step, from the consumed-sample position."""
-        a, g = self.args, self.global_batch
-        scale = loss_scale(self.num_microbatches, self.dp, g)
-        mbs, n = [], len(self.dataset)
-        per_rank = a.per_device_train_batch_size
+        """This rank's M micro-batches for the next step (its share of one global batch)."""
+        a = self.args
+        scale = loss_scale(self.num_microbatches, self.dp, self.global_batch)
+        # Sequence parallelism splits sequences over TP ranks: pad widths to a multiple of TP.
+        mult = a.tensor_model_parallel_size if a.sequence_parallel else 1
+        epoch, indices = next(self._batches)
+        per = a.per_device_train_batch_size
+        mbs = []
         for mb in range(self.num_microbatches):
-            samples = []
-            for j in range(per_rank):
-                # Global position of this sample: step-major, then micro-batch, then DP rank.
-                pos = self.consumed + (mb * self.dp + self.dp_rank) * per_rank + j
-                epoch, within = divmod(pos, self.steps_per_epoch * g)
-                index = int(self._sample_order(epoch)[within % n])  # wrap the last partial batch
-                samples.append(self.dataset.get(index, epoch))
-            # Padding sits after the real tokens of a row under a causal mask and carries no label:
-            # its id never matters.
-            mult = a.tensor_model_parallel_size if a.sequence_parallel else 1
+            samples = [self.dataset.get(i, epoch) for i in indices[mb * per:(mb + 1) * per]]
+            # Padding sits after the real tokens of a row under a causal mask and carries no
+            # label: its id never matters.
             mbs.append(collate_window(samples[0], 0, scale, mult) if a.window_mode
                        else collate_finetune(samples, 0, scale, mult))
         return mbs
