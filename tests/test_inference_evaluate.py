@@ -50,7 +50,7 @@ def test_cli_writes_predictions_and_results(models, tmp_path):
     assert "exact_match" in proc.stdout and "eval nq" in proc.stderr  # table and progress bar
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     results = json.loads(results_path(out).read_text())
-    assert [r["line"] for r in rows] == [1, 2, 3]
+    assert [(r["index"], r["line"]) for r in rows] == [(0, 1), (1, 2), (2, 3)]
     assert results["num_examples"] == 3 and results["comp_ratio"] == 4 and results["max_new_tokens"] == 4
     assert results["mean_placeholders"] > 0
     task = get_task("nq")
@@ -120,14 +120,18 @@ def test_latency_cli_prints_json():
 def test_resolve_encoder_dir(tmp_path):
     from acerag_megatron.inference.loading import resolve_encoder_dir
 
+    def model_dir(folder):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"")
+
+    (tmp_path / "config.json").write_text("{}")  # the run's training config, not a model
     for step in (9, 10, 100):
-        (tmp_path / f"checkpoint-{step}" / "compressive_encoder").mkdir(parents=True)
-        (tmp_path / f"checkpoint-{step}" / "compressive_encoder" / "config.json").write_text("{}")
+        model_dir(tmp_path / f"checkpoint-{step}" / "compressive_encoder")
     (tmp_path / "checkpoint-200.tmp" / "compressive_encoder").mkdir(parents=True)  # unfinished save
     assert resolve_encoder_dir(tmp_path) == tmp_path / "checkpoint-100" / "compressive_encoder"
     assert resolve_encoder_dir(tmp_path / "checkpoint-9") == tmp_path / "checkpoint-9" / "compressive_encoder"
-    (tmp_path / "other" / "context_compressor").mkdir(parents=True)
-    (tmp_path / "other" / "context_compressor" / "config.json").write_text("{}")
+    model_dir(tmp_path / "other" / "context_compressor")
     assert resolve_encoder_dir(tmp_path / "other") == tmp_path / "other" / "context_compressor"
-    with pytest.raises(FileNotFoundError, match="no encoder config.json"):
+    with pytest.raises(FileNotFoundError, match="no encoder"):
         resolve_encoder_dir(tmp_path / "checkpoint-200.tmp")

@@ -197,7 +197,7 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict:
         outputs = generate(lm, enc, prompts, pad_token_id=tok.pad_token_id, max_new_tokens=max_new)
         for ex, prompt, text in zip(batch, prompts, tok.batch_decode(outputs, skip_special_tokens=True)):
             score = score_generation(task, text, ex.answers, ex.all_classes)
-            rows.append({"line": ex.line, "question": ex.question, "prediction": text,
+            rows.append({"index": len(rows), "line": ex.line, "question": ex.question, "prediction": text,
                          "scored": scored_text(task, text), "answers": ex.answers, "score": score})
             lengths.append(len(prompt.input_ids))
             placeholders.append(len(prompt.placeholder_positions))

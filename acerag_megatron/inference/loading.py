@@ -38,6 +38,12 @@ def load_lm(lm_path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
     return lm.to(device).eval().requires_grad_(False)
 
 
+def _is_model_dir(folder: Path) -> bool:
+    # A run folder also holds a config.json (the training config); only a model folder has weights.
+    return (folder / "config.json").is_file() and any(
+        any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin"))
+
+
 def _latest_checkpoint(run_dir: Path) -> Path | None:
     steps = [(int(p.name.split("-", 1)[1]), p) for p in run_dir.glob("checkpoint-*")
              if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
@@ -51,7 +57,7 @@ def resolve_encoder_dir(path: str | os.PathLike) -> Path:
     run folder, whose highest-step complete `checkpoint-N` is used (as AceRAG's scripts pick it).
 
     Raises:
-        FileNotFoundError: when no encoder config.json is found.
+        FileNotFoundError: when no folder with config.json and weights is found.
     """
     root = Path(path)
     candidates = [root]
@@ -59,9 +65,9 @@ def resolve_encoder_dir(path: str | os.PathLike) -> Path:
     for base in [root] + ([latest] if latest else []):
         candidates += [base / name for name in ENCODER_SUBFOLDERS]
     for folder in candidates:
-        if (folder / "config.json").is_file():
+        if _is_model_dir(folder):
             return folder
-    raise FileNotFoundError(f"{root}: no encoder config.json here, in {' / '.join(ENCODER_SUBFOLDERS)}, "
+    raise FileNotFoundError(f"{root}: no encoder (config.json + weights) here, in {' / '.join(ENCODER_SUBFOLDERS)}, "
                             "or in the latest checkpoint-N")
 
 
