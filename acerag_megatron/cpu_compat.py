@@ -6,7 +6,6 @@ applied once per process, before any model is built, and only when no GPU is use
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
@@ -100,15 +99,3 @@ def apply_cpu_compat() -> None:
     _mode.__enter__()  # process-wide for the main thread; stays entered for the process lifetime
     _applied = True
 
-
-@contextlib.contextmanager
-def cuda_strings_disabled():
-    """Temporarily leave the CUDA->CPU device-string remap (for code that must see real devices)."""
-    if _mode is None:
-        yield
-        return
-    _mode.__exit__(None, None, None)
-    try:
-        yield
-    finally:
-        _mode.__enter__()
