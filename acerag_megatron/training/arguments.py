@@ -84,6 +84,8 @@ class TrainArguments:
     peak_tflops: float = _help("Peak bf16 dense TFLOP/s per GPU for MFU (H100/H200: 989).", default=989.0)
     preprocess_cache_dir: Optional[str] = _help("Cache for raw JSON given to --data_files "
                                                 "(default <output_dir>/../.preprocess_cache).", default=None)
+    window_impl: str = _help("Window mode: packed (one LM pass with a block mask) or loop (one LM row per "
+                             "window, the reference formulation).", default="packed")
     sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",
                                                default=False)
     report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
@@ -93,6 +95,8 @@ class TrainArguments:
             self.recompute = "full" if self.gradient_checkpointing else "none"
         if self.recompute not in ("none", "selective", "full"):
             raise ValueError(f"--recompute must be none|selective|full, got {self.recompute!r}")
+        if self.window_impl not in ("packed", "loop"):
+            raise ValueError(f"--window_impl must be packed|loop, got {self.window_impl!r}")
         if self.save_strategy not in ("epoch", "steps", "no"):
             raise ValueError(f"--save_strategy must be epoch|steps|no, got {self.save_strategy!r}")
         if self.window_mode and self.per_device_train_batch_size != 1:

@@ -9,6 +9,14 @@ iteration of the reference loop computes, and one forward serves the pipeline sc
 Finetuning: one LM row per sample (head, placeholders, tail) and one encoder row per chunk
 that selects at least one index; chunks without indices are dropped as the reference does.
 
+Packed window mode (the default) runs the whole document as ONE LM row
+`[C_0 .. C_{n-2}, W_1 .. W_{n-1}]`: C_i holds the encoder states Z_i, W_k the raw tokens of
+window k. A block mask lets W_k see C_<k (its positions continue after them) and itself
+causally, and lets C tokens see earlier C tokens causally. The hidden state of the last
+vector of C_{k-1} sees exactly what the reference's last memory position of window k sees,
+so it carries the target W_k[0]; the loss equals the loop's while the compressed prefix is
+computed once instead of once per window.
+
 Loss weights reproduce the reference reduction exactly (METHOD §3.5, A15): a token mean
 within a sample (across all windows in window mode), then a mean over the samples of the
 global batch. Each token of sample j gets `scale / valid_j`; the trainer picks `scale` so
@@ -56,7 +64,7 @@ class _Rows:
 
 def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarray],
           labels: list[np.ndarray], weights: list[float], num_samples: int) -> dict:
-    """Common tail of both collators: shifted labels, per-token weights, flat indices."""
+    """Common tail of the row collators: shifted labels, per-token weights, flat indices."""
     ids = lm.ids()
     lab = torch.full_like(ids, IGNORE_INDEX)
     wts = torch.zeros(ids.shape, dtype=torch.float32)
@@ -78,6 +86,7 @@ def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarr
         "splice_index": cat(splice),
         "labels": lab,
         "loss_weight": wts,
+        "report_group": torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids).contiguous(),
         "num_samples": num_samples,
         "enc_real_lengths": [len(r) for r in enc.rows],
         "lm_real_lengths": [len(r) for r in lm.rows],
@@ -88,14 +97,7 @@ def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -
     """One window-mode document (a WindowSample) -> micro-batch dict (batched per-window loop)."""
     tokens = np.asarray(sample.tokens, dtype=np.int64)
     enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id, multiple)
-    group_of = np.empty(len(tokens), dtype=np.int64)
-    start_of = np.empty(len(tokens), dtype=np.int64)
-    for g, (s, e) in enumerate(sample.groups):
-        group_of[s:e] = g
-        start_of[s:e] = s
-    # Encoder output row of every selected position of segment i (Z_i), in LM order.
-    z_rows = [enc.flat(group_of[sel], sel - start_of[sel]) if len(sel) else np.zeros(0, np.int64)
-              for sel in (np.asarray(x, dtype=np.int64) for x in sample.selected)]
+    z_rows = _window_selection_rows(sample, enc)
     lm_rows, labels, gather, splice_pos = [], [], [], []
     for k in range(1, len(sample.segments)):
         s, e = sample.segments[k]
@@ -130,3 +132,70 @@ def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1
         p = sum(len(ix) for ix in smp.encoder_indices)
         splice.append(lm.flat(b, smp.placeholder_start + np.arange(p)))
     return _pack(lm, enc, gather, splice, labels, weights, len(samples))
+
+
+def _window_selection_rows(sample, enc: _Rows) -> list[np.ndarray]:
+    """Encoder-output row (flat index) of every selected position of each Z_i, in LM order."""
+    tokens_len = len(sample.tokens)
+    group_of = np.empty(tokens_len, dtype=np.int64)
+    start_of = np.empty(tokens_len, dtype=np.int64)
+    for g, (s, e) in enumerate(sample.groups):
+        group_of[s:e] = g
+        start_of[s:e] = s
+    out = []
+    for sel in sample.selected:
+        sel = np.asarray(sel, dtype=np.int64)
+        out.append(enc.flat(group_of[sel], sel - start_of[sel]) if len(sel) else np.zeros(0, np.int64))
+    return out
+
+
+def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+    """One window-mode document -> a single packed LM row with the block mask (see module doc)."""
+    tokens = np.asarray(sample.tokens, dtype=np.int64)
+    enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id, multiple)
+    z_rows = _window_selection_rows(sample, enc)
+    mem = np.concatenate(z_rows)
+    c_len = len(mem)
+    mu = np.concatenate([[0], np.cumsum([len(z) for z in z_rows])]).astype(np.int64)  # mu[k] = |C_<k|
+    windows = [tokens[s:e] for s, e in sample.segments[1:]]
+    total = c_len + sum(len(w) for w in windows)
+    width = -(-total // multiple) * multiple
+    ids = np.full(width, pad_id, dtype=np.int64)
+    pos = np.arange(width, dtype=np.int64)
+    lab = np.full(width, IGNORE_INDEX, dtype=np.int64)
+    group = np.zeros(width, dtype=np.int64)
+    ids[:c_len] = PRETRAIN_PLACEHOLDER_TOKEN_ID
+    allowed = np.zeros((width, width), dtype=bool)
+    allowed[:c_len, :c_len] = np.tril(np.ones((c_len, c_len), dtype=bool))
+    at = c_len
+    for k, w in enumerate(windows, start=1):
+        n = len(w)
+        ids[at:at + n] = w
+        pos[at:at + n] = mu[k] + np.arange(n)
+        allowed[at:at + n, : mu[k]] = True
+        allowed[at:at + n, at:at + n] = np.tril(np.ones((n, n), dtype=bool))
+        # The last memory vector in front of window k predicts its first token.
+        lab[mu[k] - 1], group[mu[k] - 1] = w[0], k - 1
+        lab[at:at + n - 1], group[at:at + n - 1] = w[1:], k - 1
+        at += n
+    pad = np.arange(total, width)
+    allowed[pad, pad] = True  # padding rows see only themselves
+    valid = int((lab != IGNORE_INDEX).sum())
+    wts = np.where(lab != IGNORE_INDEX, scale / max(valid, 1), 0.0).astype(np.float32)
+    return {
+        "enc_input_ids": enc.ids(),
+        "enc_position_ids": enc.positions(),
+        "enc_attention_mask": None,
+        "enc_gather_index": torch.from_numpy(mem),
+        "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
+        "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
+        "lm_attention_mask": torch.from_numpy(~allowed).view(1, 1, width, width),
+        "splice_index": torch.arange(c_len, dtype=torch.long),
+        "labels": torch.from_numpy(lab).unsqueeze(0),
+        "loss_weight": torch.from_numpy(wts).unsqueeze(0),
+        "report_group": torch.from_numpy(group).unsqueeze(0),
+        "num_samples": 1,
+        "enc_real_lengths": [len(r) for r in enc.rows],
+        "lm_real_lengths": [total],
+        "lm_attention_pairs": int(allowed[:total, :total].sum()),
+    }

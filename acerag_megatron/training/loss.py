@@ -19,16 +19,22 @@ def make_loss_func(batch: dict, scale: float):
     """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage)."""
     weights = batch["loss_weight"]
     mask = (batch["labels"] != -100).float()
+    groups = batch["report_group"]
 
     def loss_func(per_token_loss: torch.Tensor):
         ce = per_token_loss.float()
         w = weights.to(ce.device)
         loss = (ce * w).sum()
         m = mask.to(ce.device)
-        # Reported values, independent of the scaling: sum of per-sample means, per-row means.
+        # Reported values, independent of the scaling: sum of per-sample means, and the mean
+        # loss per report group (a window in window mode, a row otherwise).
         sample_mean_sum = (ce * w).sum().detach() / scale
-        row_loss = (ce * m).sum(1).detach() / m.sum(1).clamp(min=1)
-        return loss, {"sample_mean_sum": sample_mean_sum, "row_loss": row_loss,
+        group = groups.to(ce.device).reshape(-1)
+        n = int(group.max()) + 1 if group.numel() else 0
+        sums = torch.zeros(n, device=ce.device).index_add_(0, group, (ce * m).detach().reshape(-1))
+        counts = torch.zeros(n, device=ce.device).index_add_(0, group, m.reshape(-1))
+        group_loss = sums / counts.clamp(min=1)
+        return loss, {"sample_mean_sum": sample_mean_sum, "row_loss": group_loss,
                       "num_samples": torch.tensor(float(batch["num_samples"]))}
 
     return loss_func

@@ -22,7 +22,7 @@ from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
 from acerag_megatron.training.build import build_model, build_optimizer, wrap_ddp
 from acerag_megatron.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from acerag_megatron.training.collate import collate_finetune, collate_window
+from acerag_megatron.training.collate import collate_finetune, collate_window, collate_window_packed
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
@@ -99,9 +99,10 @@ class Trainer:
 
     def summary_lines(self) -> list[str]:
         a = self.args
+        mode = f"window-mode pretraining ({a.window_impl})" if a.window_mode else "finetuning"
         lines = [
             "acerag_megatron: compressive encoder training",
-            f"  mode           {'window-mode pretraining' if a.window_mode else 'finetuning'} (stage {a.stage})",
+            f"  mode           {mode} (stage {a.stage})",
             f"  device         {self.device.describe()}",
             f"  parallelism    world {dist.get_world_size()} = TP {a.tensor_model_parallel_size} x "
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
@@ -132,8 +133,11 @@ class Trainer:
             samples = [self.dataset.get(i, epoch) for i in indices[mb * per:(mb + 1) * per]]
             # Padding sits after the real tokens of a row under a causal mask and carries no
             # label: its id never matters.
-            mbs.append(collate_window(samples[0], 0, scale, mult) if a.window_mode
-                       else collate_finetune(samples, 0, scale, mult))
+            if a.window_mode:
+                collate = collate_window_packed if a.window_impl == "packed" else collate_window
+                mbs.append(collate(samples[0], 0, scale, mult))
+            else:
+                mbs.append(collate_finetune(samples, 0, scale, mult))
         return mbs
 
     # ------------------------------------------------------------------ one step
@@ -190,13 +194,14 @@ class Trainer:
         return out
 
     def _throughput(self, mbs: list[dict], dt: float) -> dict:
-        enc_lens, lm_lens, targets = [], [], 0
+        flops, enc_tokens, lm_tokens = 0.0, 0, 0
         for mb in mbs:
-            enc_lens += mb["enc_real_lengths"]
-            lm_lens += mb["lm_real_lengths"]
-            targets += int((mb["labels"] != -100).sum())
-        flops = step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers, enc_lens, lm_lens, targets)
-        t = torch.tensor([sum(enc_lens), sum(lm_lens), flops], dtype=torch.float64, device=self._dev)
+            enc_tokens += sum(mb["enc_real_lengths"])
+            lm_tokens += sum(mb["lm_real_lengths"])
+            flops += step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers,
+                                mb["enc_real_lengths"], mb["lm_real_lengths"], int((mb["labels"] != -100).sum()),
+                                mb.get("lm_attention_pairs"))
+        t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self._dev)
         dist.all_reduce(t, group=ps.get_data_parallel_group())
         world = dist.get_world_size()
         # Every model-parallel rank of a DP replica computes the same count: divide by the world.

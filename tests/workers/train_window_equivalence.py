@@ -1,0 +1,91 @@
+"""Window-mode formulations against the reference per-window loop (fp32, TP=1).
+
+The reference runs the encoder over every group, then ONE LM pass per window k over
+`[mu_k placeholders] + W_k`, and takes the token-weighted mean of the window losses. The
+batched rows and the packed single pass must give the same loss and encoder gradients.
+Prints `CHECK <name> <value>` lines for the pytest side.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+
+from acerag_megatron.data.window import build_window_sample
+from acerag_megatron.models.compressive_model import build_compressive_model
+from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.training.collate import collate_window, collate_window_packed
+from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
+from tests.workers.models_common import DEVICE, VOCAB, init, report, tiny_models
+
+
+def _loss_and_grads(model, batches):
+    """Σ over batches of Σ(weight x per-token CE); encoder grads accumulated over all of them."""
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for b in batches:
+        loss = (model(b) * b["loss_weight"]).sum()
+        loss.backward()
+        total += float(loss)
+    grads = torch.cat([p.grad.reshape(-1) for p in model.encoder.parameters()])
+    return total, grads.clone()
+
+
+def _reference_loop_batches(sample):
+    """One single-row batch per window, built directly from the WindowSample (no collator)."""
+    tokens = torch.from_numpy(np.asarray(sample.tokens, dtype=np.int64))
+    width = max(e - s for s, e in sample.groups)
+    enc = torch.zeros(len(sample.groups), width, dtype=torch.long)
+    flat_of = {}
+    for g, (s, e) in enumerate(sample.groups):
+        enc[g, : e - s] = tokens[s:e]
+        for p in range(s, e):
+            flat_of[p] = g * width + (p - s)
+    valid = sum(e - s for s, e in sample.segments[1:])
+    out = []
+    for k in range(1, len(sample.segments)):
+        mem = [flat_of[int(p)] for z in sample.selected[:k] for p in z]
+        ids, labels = sample.window_inputs(k)
+        n = len(ids)
+        shifted = torch.full((1, n), -100, dtype=torch.long)
+        shifted[0, :-1] = torch.from_numpy(labels[1:])
+        out.append({
+            "enc_input_ids": enc, "enc_position_ids": torch.arange(width).expand_as(enc).contiguous(),
+            "enc_attention_mask": None, "enc_gather_index": torch.tensor(mem, dtype=torch.long),
+            "lm_input_ids": torch.from_numpy(ids).unsqueeze(0), "lm_position_ids": torch.arange(n).unsqueeze(0),
+            "lm_attention_mask": None, "splice_index": torch.arange(len(mem)), "labels": shifted,
+            "loss_weight": (shifted != -100).float() / valid,
+        })
+    return out
+
+
+def main(workdir: str):
+    init(1, 1)
+    paths = tiny_models(workdir)
+    worst_loss, worst_grad = 0.0, 0.0
+    for fam in ("llama", "qwen3"):
+        arch = ModelArch.from_hf(paths[fam])
+        model = build_compressive_model(arch, arch, 2, tp=1, pp=1, sequence_parallel=False,
+                                        params_dtype=torch.float32, device=DEVICE)
+        load_hf_into_lm(model.lm, paths[fam])
+        load_hf_into_encoder(model.encoder, paths[fam])
+        cases = [("stride", 420, [1, 2, 4, 8]), ("random", 421, [1, 2, 4, 8]), ("random", 389, [2, 4])]
+        for seed, (method, length, cands) in enumerate(cases):
+            rng = np.random.default_rng(seed)
+            tokens = rng.integers(3, VOCAB, size=length)
+            # window 64, groups of 128: several groups, a short last window (length % 64 != 0).
+            smp = build_window_sample(tokens, window=64, encoder_max_length=128, comp_candidates=cands,
+                                      method=method, rng=rng)
+            ref_loss, ref_grad = _loss_and_grads(model, _reference_loop_batches(smp))
+            for name, collate in (("batched", collate_window), ("packed", collate_window_packed)):
+                loss, grad = _loss_and_grads(model, [collate(smp, 0, 1.0)])
+                worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
+                worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
+                print(f"{fam} {method} L={length} {name}: loss {loss:.8f} ref {ref_loss:.8f}", flush=True)
+    report("window_loss_rel_diff", worst_loss)
+    report("window_grad_rel_diff", worst_grad)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
