@@ -86,6 +86,10 @@ def test_missing_weights_and_bad_config_are_named(tmp_path):
         HFCheckpoint(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="model_type"):
         ModelArch.from_config_dict({**CONFIG, "model_type": "gpt2"}, source="x")
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        ModelArch.from_config_dict({**CONFIG, "use_sliding_window": True})
+    with pytest.raises(ValueError, match="hidden_act"):
+        ModelArch.from_config_dict({**CONFIG, "hidden_act": "gelu"})
     with pytest.raises(ValueError, match="rope_type"):
         ModelArch.from_config_dict({**CONFIG, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}})
 

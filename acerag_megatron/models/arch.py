@@ -48,9 +48,11 @@ class ModelArch:
         if family is None:
             raise ValueError(f"{source}/config.json: field model_type={cfg.get('model_type')!r} "
                              f"is not supported (expected one of {sorted(FAMILIES)})")
-        for field in ("attention_bias", "mlp_bias"):
+        for field in ("attention_bias", "mlp_bias", "use_sliding_window"):
             if cfg.get(field):
                 raise ValueError(f"{source}/config.json: field {field}=true is not supported")
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"{source}/config.json: field hidden_act={cfg['hidden_act']!r} is not supported (silu only)")
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default":

@@ -56,7 +56,9 @@ class CompressiveEncoder(MegatronModule):
             position_ids: [B, S] long, explicit RoPE positions.
             attention_mask: None (causal) or bool broadcastable to [B, 1, S, S], True = masked.
             gather_sequence: under sequence parallelism, gather the full sequence (default);
-                False keeps this rank's [S/tp, B, H] slice.
+                False keeps this rank's [S/tp, B, H] slice. The gather's backward sums the
+                gradients of all TP ranks, so each rank must back-propagate only through the
+                rows it owns (as CompressiveModel's splice does), not the same rows on every rank.
 
         Returns:
             Hidden states after the final norm, [S, B, H].
