@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     """argparse parser generated from TrainArguments (one flag per field)."""
     p = argparse.ArgumentParser(
         prog="python -m acerag_megatron.train_compressive_encoder",
-        description="Train an AceRAG compressive encoder against a frozen LM on Megatron-core.")
+        description="Train an AceRAG compressive encoder against a frozen LM on Megatron-core.",
+        allow_abbrev=False)
     for f in dataclasses.fields(TrainArguments):
         tp = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307 (own annotations)
         base, required = tp, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

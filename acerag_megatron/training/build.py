@@ -15,15 +15,17 @@ from acerag_megatron.models.compressive_model import build_compressive_model
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 
 
-def build_model(args, device, lm_arch, enc_arch):
-    """CompressiveModel for this pipeline stage with HF weights loaded (LM frozen, encoder trainable)."""
+def build_model(args, device, lm_arch, enc_arch, load_weights: bool = True):
+    """CompressiveModel for this pipeline stage with HF weights loaded (LM frozen, encoder
+    trainable); random weights when load_weights is False (benchmarks at real shapes)."""
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     model = build_compressive_model(
         lm_arch, enc_arch, args.encoder_num_hidden_layers,
         tp=args.tensor_model_parallel_size, pp=args.pipeline_model_parallel_size,
         sequence_parallel=args.sequence_parallel, params_dtype=dtype, device=device, recompute=args.recompute)
-    load_hf_into_lm(model.lm, args.language_model_name_or_path)
-    if model.encoder is not None:
+    if load_weights:
+        load_hf_into_lm(model.lm, args.language_model_name_or_path)
+    if load_weights and model.encoder is not None:
         load_hf_into_encoder(model.encoder, args.encoder_name_or_path)
     if not hasattr(model, "model_type"):
         model.model_type = ModelType.encoder_or_decoder  # read by Megatron's pipeline schedules

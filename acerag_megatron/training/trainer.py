@@ -33,7 +33,10 @@ MAX_LOGGED_WINDOWS = 64
 
 
 class Trainer:
-    def __init__(self, args: TrainArguments):
+    """One training run. `dataset`, `archs` and `load_weights` let the benchmark drive the same
+    step with synthetic samples and random weights at real shapes."""
+
+    def __init__(self, args: TrainArguments, *, dataset=None, archs=None, load_weights: bool = True):
         self.args = args
         self.device = resolve_device(args.attention_backend)
         if args.bf16 is None:
@@ -49,11 +52,14 @@ class Trainer:
             raise SystemExit(f"error: --global_batch_size {self.global_batch} is not a multiple of "
                              f"per_device_train_batch_size x data-parallel size = {per_step}")
         self.num_microbatches = self.global_batch // per_step
-        self.lm_arch = ModelArch.from_hf(args.language_model_name_or_path)
-        self.enc_arch = ModelArch.from_hf(args.encoder_name_or_path)
+        if archs is None:
+            archs = (ModelArch.from_hf(args.language_model_name_or_path), ModelArch.from_hf(args.encoder_name_or_path))
+        self.lm_arch, self.enc_arch = archs
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
 
-        self.dataset = build_dataset(args, resolve_prefixes(args, args.language_model_name_or_path))
+        if dataset is None:
+            dataset = build_dataset(args, resolve_prefixes(args, args.language_model_name_or_path))
+        self.dataset = dataset
         if len(self.dataset) == 0:
             raise SystemExit("error: no training samples left after mixing and length filtering "
                              f"(min_length {args.min_length}, max_length {args.max_length})")
@@ -68,7 +74,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = args.max_steps if args.max_steps > 0 else args.num_train_epochs * self.steps_per_epoch
 
-        self.model = build_model(args, self.device, self.lm_arch, self.enc_arch)
+        self.model = build_model(args, self.device, self.lm_arch, self.enc_arch, load_weights=load_weights)
         self.ddp = wrap_ddp(args, self.model)
         self.optimizer, self.scheduler = build_optimizer(args, self.ddp, self.total_steps)
         self.step, self.consumed = 0, 0

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU benchmark, prepared for a bare single-GPU machine without internet:
+#   - megatron-core comes from a carried cp312 wheel in .whl/ when it is not installed;
+#   - tools/benchmark.py runs both models x both modes at real shapes with random weights,
+#     each in its own process under a timeout, and writes JSON + logs to $RESULTS.
+# Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
+#        MODELS=tiny PRETRAIN_BACKEND=sdpa bash benchmarks/run_gpu.sh   (dry run on a CPU)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RESULTS=${RESULTS:-benchmarks/results}
+MODELS=${MODELS:-"llama2-7b qwen3-8b"}
+PRETRAIN_BACKEND=${PRETRAIN_BACKEND:-flex}   # packed window mode: block-sparse mask
+FINETUNE_BACKEND=${FINETUNE_BACKEND:-sdpa}   # plain causal rows
+mkdir -p "$RESULTS"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if ! $PY -c "import megatron.core" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/acerag_site .whl/megatron_core-*.whl || exit 1
+  export PYTHONPATH=$PYTHONPATH:/tmp/acerag_site
+fi
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) > "$RESULTS/gpu.txt"
+$PY -c "import torch, megatron.core as m; print('torch', torch.__version__, 'megatron-core', m.__version__)" >> "$RESULTS/gpu.txt"
+cat "$RESULTS/gpu.txt"
+
+run() {
+  local name=$1; shift
+  local t0=$SECONDS
+  timeout "${STEP_TIMEOUT:-170}" $PY tools/benchmark.py --output "$RESULTS/$name.json" "$@" > "$RESULTS/$name.log" 2>&1
+  local rc=$?
+  echo "== $name rc=$rc $((SECONDS - t0))s"
+  if [ -f "$RESULTS/$name.json" ]; then
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')})" "$RESULTS/$name.json"
+  else
+    tail -n 15 "$RESULTS/$name.log"
+  fi
+}
+for M in $MODELS; do
+  run "${M}_pretrain" --model "$M" --mode pretrain --steps "${STEPS:-4}" --warmup 2 -- --attention_backend "$PRETRAIN_BACKEND"
+  run "${M}_finetune" --model "$M" --mode finetune --steps "${STEPS:-8}" --warmup 3 -- --attention_backend "$FINETUNE_BACKEND"
+done
