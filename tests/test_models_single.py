@@ -61,6 +61,7 @@ def test_attention_backends_agree(checks):
         assert checks[f"{backend}_vs_sdpa"] <= TOL
     for backend in ("sdpa", "flex", "unfused"):
         assert checks[f"{backend}_left_pad_finite"] == 1
+        assert checks[f"{backend}_refilled_mask_vs_causal"] <= TOL
         assert checks[f"{backend}_left_pad_real_rows_vs_sdpa_causal"] <= TOL
 
 

@@ -15,6 +15,31 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 
 
+class _AllowedMaskCache:
+    """SDPA's 'True = attend' mask, computed once per Megatron mask tensor and shared by every layer.
+
+    Rows that mask every key are let attend to themselves (finite instead of NaN). Holding the
+    mask tensor keeps its identity unique while cached; a new mask replaces it.
+    """
+
+    def __init__(self):
+        self.key = None
+        self.allowed = None
+
+    def get(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.key is None or self.key[0] is not attention_mask or self.key[1] != attention_mask._version:
+            allowed = ~attention_mask
+            # Applied unconditionally: testing first would cost a device sync.
+            none_allowed = ~allowed.any(dim=-1, keepdim=True)
+            eye = torch.eye(allowed.shape[-2], allowed.shape[-1], dtype=torch.bool, device=allowed.device)
+            # _version changes on in-place edits, so a refilled buffer is not served stale.
+            self.key, self.allowed = (attention_mask, attention_mask._version), allowed | (none_allowed & eye)
+        return self.allowed
+
+
+_ALLOWED = _AllowedMaskCache()
+
+
 class SDPAttention(MegatronModule):
     """Attention through torch scaled_dot_product_attention.
 
@@ -45,16 +70,17 @@ class SDPAttention(MegatronModule):
         return out_bhsd.permute(2, 0, 1, 3).reshape(sq, b, h * d)
 
     def attend(self, q_bhsd, k_bgsd, v_bgsd, attention_mask, causal: bool):
-        kwargs = dict(dropout_p=self.dropout_p if self.training else 0.0, scale=self.softmax_scale,
-                      enable_gqa=k_bgsd.shape[1] != q_bhsd.shape[1])
+        kwargs = dict(dropout_p=self.dropout_p if self.training else 0.0, scale=self.softmax_scale)
+        groups, heads = k_bgsd.shape[1], q_bhsd.shape[1]
         if attention_mask is None:
-            kwargs["is_causal"] = causal
+            kwargs.update(is_causal=causal, enable_gqa=groups != heads)  # flash kernels take GQA directly
         else:
-            allowed = ~attention_mask
-            # Applied unconditionally: testing first would cost a device sync per layer.
-            none_allowed = ~allowed.any(dim=-1, keepdim=True)
-            eye = torch.eye(allowed.shape[-2], allowed.shape[-1], dtype=torch.bool, device=allowed.device)
-            kwargs["attn_mask"] = allowed | (none_allowed & eye)
+            if groups != heads:
+                # With an explicit mask only the math kernel takes GQA (it materialises the scores);
+                # repeated K/V heads let the memory-efficient kernel run instead.
+                k_bgsd = k_bgsd.repeat_interleave(heads // groups, dim=1)
+                v_bgsd = v_bgsd.repeat_interleave(heads // groups, dim=1)
+            kwargs["attn_mask"] = _ALLOWED.get(attention_mask)
         if not self.flash_only:
             return F.scaled_dot_product_attention(q_bhsd, k_bgsd, v_bgsd, **kwargs)
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -76,7 +102,8 @@ class _BlockMaskCache:
     def get(self, attention_mask, batch: int, sq: int, sk: int, device):
         from torch.nn.attention.flex_attention import create_block_mask
 
-        key = (attention_mask, batch, sq, sk, str(device))
+        version = attention_mask._version if attention_mask is not None else 0
+        key = (attention_mask, version, batch, sq, sk, str(device))
         if self.key is not None and key[0] is self.key[0] and key[1:] == self.key[1:]:
             return self.block_mask
         if attention_mask is None:

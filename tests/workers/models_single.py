@@ -192,6 +192,12 @@ def attention_backends(path: str) -> None:
         with torch.no_grad():
             outputs[backend] = [lm(input_ids=ids, position_ids=pos, attention_mask=m) for m in (None, packed_mask)]
             padded = lm(input_ids=ids, position_ids=pos, attention_mask=left_pad)
+            # The per-mask caches must notice an in-place refill of the same tensor.
+            refilled = packed_mask.clone()
+            lm(input_ids=ids, position_ids=pos, attention_mask=refilled)
+            refilled.copy_(torch.ones(22, 22, dtype=torch.bool).tril().logical_not())
+            causal_again = lm(input_ids=ids, position_ids=pos, attention_mask=refilled)
+        report(f"{backend}_refilled_mask_vs_causal", (causal_again - outputs[backend][0]).abs().max())
         report(f"{backend}_left_pad_finite", float(torch.isfinite(padded).all()))
         report(f"{backend}_left_pad_real_rows_vs_sdpa_causal",
                (padded[0] - outputs["sdpa"][0][0]).abs().max())  # row 0 has no padding
