@@ -37,6 +37,30 @@ def splice_loss(path: str, dtype: torch.dtype, device_info) -> tuple[torch.Tenso
     return loss.detach().float(), grad_norm
 
 
+def packed_backends(path: str) -> None:
+    """Packed document mask: SDPA (repeated K/V heads), compiled FlexAttention and unfused agree, with grads."""
+    import dataclasses
+
+    arch = ModelArch.from_hf(path)
+    ids, pos = tokens(2, 96, seed=4)
+    doc = torch.cat([torch.full((n,), i) for i, n in enumerate((40, 56))])
+    allowed = (doc[:, None] == doc[None, :]) & torch.ones(96, 96, dtype=torch.bool).tril()
+    mask = (~allowed).view(1, 1, 96, 96).expand(2, 1, 96, 96).cuda()
+    pos = torch.cat([torch.arange(40), torch.arange(56)]).expand(2, -1).cuda()
+    outs = {}
+    for backend in ("sdpa", "flex", "unfused"):
+        info = dataclasses.replace(DEVICE, attention_backend=backend)
+        enc = build_for_role(arch, "encoder", ENC_LAYERS, tp=1, pp=1, device=info)
+        load_hf_into_encoder(enc, path)
+        out = enc(ids.cuda(), pos, mask)
+        out.float().pow(2).sum().backward()
+        outs[backend] = (out.detach(), enc.decoder.layers[0].self_attention.linear_qkv.weight.grad)
+    for backend in ("flex", "unfused"):
+        report(f"gpu_packed_{backend}_vs_sdpa_out", (outs[backend][0] - outs["sdpa"][0]).abs().max())
+        report(f"gpu_packed_{backend}_vs_sdpa_grad_rel",
+               (outs[backend][1] - outs["sdpa"][1]).abs().max() / outs["sdpa"][1].abs().max())
+
+
 def main() -> None:
     workdir = sys.argv[1]
     print(DEVICE.describe(), flush=True)
@@ -70,6 +94,7 @@ def main() -> None:
         with torch.no_grad():
             outs.append(lm.eval()(input_ids=ids.cuda(), position_ids=pos.cuda()).float())
     report("gpu_flash_vs_sdpa_bf16_logits", (outs[0] - outs[1]).abs().max())
+    packed_backends(paths["qwen3"])
     big = build_for_role(arch, "lm", arch.num_layers, tp=1, pp=1, device=DEVICE, params_dtype=torch.bfloat16)
     ids, pos = tokens(8, 2048)
     ids, pos = ids.cuda(), pos.cuda()
