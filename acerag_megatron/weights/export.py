@@ -24,9 +24,11 @@ _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.floa
 
 
 def gather_hf_tensors(module, arch: ModelArch, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Collective over the TP group: HF-named full tensors of this stage (filled on every TP rank)."""
+    """Collective over the TP group: HF-named full tensors of this stage on TP rank 0 (empty elsewhere,
+    so only one copy of the weights is held in host memory per stage)."""
     group = parallel_state.get_tensor_model_parallel_group()
     tp = parallel_state.get_tensor_model_parallel_world_size()
+    keep = parallel_state.get_tensor_model_parallel_rank() == 0
     out: dict[str, torch.Tensor] = {}
     for name, tensor in megatron_tensors(module).items():
         found = match(name)
@@ -41,6 +43,8 @@ def gather_hf_tensors(module, arch: ModelArch, prefix: str, dtype: torch.dtype) 
         else:
             shards = [torch.empty_like(tensor) for _ in range(tp)]
             dist.all_gather(shards, tensor.contiguous(), group=group)
+        if not keep:
+            continue
         merged = megatron_shards_to_hf(rule, hf_names(rule, layer, prefix), [s.cpu() for s in shards], arch)
         out.update({k: v.to(dtype).contiguous() for k, v in merged.items()})
     return out
