@@ -69,3 +69,24 @@ def test_recompute_modes_match(checks):
     for mode in ("selective", "full"):
         assert checks[f"recompute_{mode}_loss"] <= 1e-6
         assert checks[f"recompute_{mode}_grad"] <= 1e-6
+
+
+def test_single_process_without_torchrun():
+    """initialize_parallel makes its own 1-rank gloo group when no torchrun environment is set."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.launch import ROOT
+
+    code = ("from acerag_megatron.device import resolve_device\n"
+            "from acerag_megatron.parallel import initialize_parallel, destroy_parallel\n"
+            "import torch.distributed as dist\n"
+            "initialize_parallel(1, 1, 0, resolve_device())\n"
+            "print('world', dist.get_world_size(), dist.get_backend())\n"
+            "destroy_parallel(process_group=True)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "world 1 gloo" in out.stdout
