@@ -3,6 +3,15 @@
 Data flow (first stage): encoder(enc_input_ids) -> gather rows at enc_gather_index ->
 overwrite LM word embeddings at splice_index -> frozen LM -> per-token loss (last stage).
 Shapes: B/Be batch, S/Se sequence, H hidden, P spliced rows.
+
+Batch keys (torch tensors):
+  enc_input_ids [Be, Se] long, enc_position_ids [Be, Se], enc_attention_mask None or bool
+  [Be, 1, Se, Se] (True = masked), enc_gather_index [P] long: flat row b*Se+s of the encoder output;
+  lm_input_ids [B, S], lm_position_ids [B, S], lm_attention_mask None or bool [B, 1, S, S],
+  splice_index [P] long: flat row b*S+s of the LM input receiving the i-th gathered state;
+  labels [B, S] long, already shifted (labels[b, t] is predicted at t), -100 = ignore.
+P may be 0 (the encoder is then skipped). Every stage needs lm_position_ids and
+lm_attention_mask; the first stage the enc_* keys, lm_input_ids and splice_index; the last labels.
 """
 from __future__ import annotations
 
@@ -49,8 +58,7 @@ class CompressiveModel(MegatronModule):
         """Run this stage on a packed micro-batch.
 
         Args:
-            batch: tensors keyed as in BATCH_KEYS (see the module docstring); every stage needs
-                lm_position_ids and lm_attention_mask, the last stage labels, the first all.
+            batch: tensors keyed as in BATCH_KEYS (meanings in the module docstring).
 
         Returns:
             Last stage: per-token loss [B, S] float32 (0 where labels == -100); otherwise the
