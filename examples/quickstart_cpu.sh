@@ -60,7 +60,7 @@ PYEOF
   for R in none 4; do
     $PY tools/evaluate.py --lm "$OUT/assets/llama" --encoder "$CKPT/compressive_encoder" --data "$OUT/eval_nq.json" \
         --dataset nq --comp_ratio $R --max_new_tokens 8 --batch_size 4 --lm_max_length 256 \
-        --encoder_max_length 128 --output "$OUT/eval/nq_r$R.json"
+        --encoder_max_length 128 --output "$OUT/eval/nq_r$R.jsonl"
   done
 fi
 echo "== quickstart done: runs under $OUTPUT_ROOT"

@@ -120,8 +120,8 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
     tokens = seq_len if mode == "pretrain" else 3584 + 1424
     out = {
         "model": model, "mode": mode, "world_size": world, "device": device,
-        "step_time_s": step, "samples_per_s": args.per_device_train_batch_size * world / step,
-        "tokens_per_s": tokens * world / step,
+        "step_time_s": step, "samples_per_s": trainer.global_batch / step,
+        "tokens_per_s": tokens * trainer.global_batch / step,
         "context_tokens_per_s": float(np.median([r["context_tokens_per_s"] for r in results])),
         "lm_tokens_per_s": float(np.median([r["lm_tokens_per_s"] for r in results])),
         "model_tflops_per_gpu": float(np.median([r["tflops_per_gpu"] for r in results])),

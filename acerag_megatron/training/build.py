@@ -8,7 +8,6 @@ import torch
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-from megatron.core.enums import ModelType
 from megatron.core.transformer.module import Float16Module
 
 from acerag_megatron.models.compressive_model import build_compressive_model
@@ -27,8 +26,6 @@ def build_model(args, device, lm_arch, enc_arch, load_weights: bool = True):
         load_hf_into_lm(model.lm, args.language_model_name_or_path)
     if load_weights and model.encoder is not None:
         load_hf_into_encoder(model.encoder, args.encoder_name_or_path)
-    if not hasattr(model, "model_type"):
-        model.model_type = ModelType.encoder_or_decoder  # read by Megatron's pipeline schedules
     if device.device == "cuda":
         model.cuda(torch.cuda.current_device())
     return model
