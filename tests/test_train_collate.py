@@ -98,6 +98,6 @@ def test_loss_weighting_equals_mean_of_sample_means():
         for mb in range(m):
             j = mb * d + rank
             batch = collate_finetune([samples[j]], pad_id=0, scale=scale)
-            loss, reported = make_loss_func(batch, scale)(per_token[j].unsqueeze(0))
+            loss, reported = make_loss_func(batch)(per_token[j].unsqueeze(0))
             total += float(loss) / m / d
     assert abs(total - ref) < 1e-6

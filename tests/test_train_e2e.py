@@ -78,8 +78,9 @@ def test_pretrain_checkpoints_and_exact_resume(assets, tmp_path):
 
 
 def test_parallel_layouts_give_the_same_losses(assets, tmp_path):
-    """DP=1 x 2 micro-batches, DP=2, TP=2 + sequence parallel, PP=2: same samples, same losses."""
-    layouts = {"dp1": (1, []), "dp2": (2, []),
+    """DP=1 x 2 micro-batches, DP=2, TP=2 + sequence parallel, PP=2, both samples packed in one
+    document-masked row: same samples, same losses."""
+    layouts = {"dp1": (1, []), "dp2": (2, []), "packed": (1, ["--max_tokens_per_micro_batch", "100000"]),
                "tp2sp": (2, ["--tensor_model_parallel_size", "2", "--sequence_parallel"]),
                "pp2": (2, ["--pipeline_model_parallel_size", "2"])}
     losses = {}

@@ -63,13 +63,27 @@ class FrozenLM(GPTModel):
         hidden_SBH = self.decoder(hidden_states=decoder_input, attention_mask=attention_mask, rotary_pos_emb=rotary)
         if not self.post_process:
             return hidden_SBH
+        if labels is None:
+            full_SBV = tensor_parallel.gather_from_tensor_model_parallel_region(self._logits(hidden_SBH))
+            return full_SBV[..., : self.real_vocab_size].transpose(0, 1).contiguous()
+        if self.config.sequence_parallel:
+            # The output layer gathers the sequence itself; rows cannot be picked before that.
+            return per_token_loss(self._logits(hidden_SBH), labels)
+        return self._predicted_positions_loss(hidden_SBH, labels)
+
+    def _logits(self, hidden_SBH: torch.Tensor) -> torch.Tensor:
         weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
         logits_SBV, _ = self.output_layer(hidden_SBH, weight=weight)
-        logits_SBV = self._mask_vocab_padding(logits_SBV)
-        if labels is None:
-            full_SBV = tensor_parallel.gather_from_tensor_model_parallel_region(logits_SBV)
-            return full_SBV[..., : self.real_vocab_size].transpose(0, 1).contiguous()
-        return per_token_loss(logits_SBV, labels)
+        return self._mask_vocab_padding(logits_SBV)
+
+    def _predicted_positions_loss(self, hidden_SBH: torch.Tensor, labels_BS: torch.Tensor) -> torch.Tensor:
+        """Logits only where a token is predicted: prompt positions of finetune samples and the
+        compressed prefix of packed window mode need none, which saves the [S, V] head matmul
+        and its float32 softmax (gigabytes for a 152k vocabulary)."""
+        b_N, s_N = (labels_BS != IGNORE_INDEX).nonzero(as_tuple=True)
+        logits_N1V = self._logits(hidden_SBH[s_N, b_N].unsqueeze(1))
+        loss_1N = per_token_loss(logits_N1V, labels_BS[b_N, s_N].unsqueeze(0))
+        return hidden_SBH.new_zeros(labels_BS.shape, dtype=torch.float32).index_put((b_N, s_N), loss_1N[0])
 
     def _mask_vocab_padding(self, logits_SBV: torch.Tensor) -> torch.Tensor:
         """Padded vocab rows must not enter the softmax: set their logits to -inf."""

@@ -84,6 +84,9 @@ class TrainArguments:
     peak_tflops: float = _help("Peak bf16 dense TFLOP/s per GPU for MFU (H100/H200: 989).", default=989.0)
     preprocess_cache_dir: Optional[str] = _help("Cache for raw JSON given to --data_files "
                                                 "(default <output_dir>/../.preprocess_cache).", default=None)
+    max_tokens_per_micro_batch: int = _help(
+        "Finetuning: pack this rank's samples of a step into micro-batches of at most this many LM tokens, "
+        "one row per micro-batch with a document mask (0: per_device_train_batch_size padded rows).", default=0)
     window_impl: str = _help("Window mode: packed (one LM pass with a block mask) or loop (one LM row per "
                              "window, the reference formulation).", default="packed")
     sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",

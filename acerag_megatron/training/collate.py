@@ -63,7 +63,7 @@ class _Rows:
 
 
 def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarray],
-          labels: list[np.ndarray], weights: list[float], num_samples: int) -> dict:
+          labels: list[np.ndarray], weights: list[float], num_samples: int, scale: float) -> dict:
     """Common tail of the row collators: shifted labels, per-token weights, flat indices."""
     ids = lm.ids()
     lab = torch.full_like(ids, IGNORE_INDEX)
@@ -88,6 +88,7 @@ def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarr
         "loss_weight": wts,
         "report_group": torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids).contiguous(),
         "num_samples": num_samples,
+        "loss_scale": scale,
         "enc_real_lengths": [len(r) for r in enc.rows],
         "lm_real_lengths": [len(r) for r in lm.rows],
     }
@@ -110,7 +111,7 @@ def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -
     lm = _Rows(lm_rows, pad_id, multiple)
     splice = [lm.flat(k, pos) for k, pos in enumerate(splice_pos)]
     valid = sum(int((lab[1:] != IGNORE_INDEX).sum()) for lab in labels)
-    return _pack(lm, enc, gather, splice, labels, [scale / max(valid, 1)] * len(labels), 1)
+    return _pack(lm, enc, gather, splice, labels, [scale / max(valid, 1)] * len(labels), 1, scale)
 
 
 def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
@@ -131,7 +132,7 @@ def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1
     for b, smp in enumerate(samples):
         p = sum(len(ix) for ix in smp.encoder_indices)
         splice.append(lm.flat(b, smp.placeholder_start + np.arange(p)))
-    return _pack(lm, enc, gather, splice, labels, weights, len(samples))
+    return _pack(lm, enc, gather, splice, labels, weights, len(samples), scale)
 
 
 def _window_selection_rows(sample, enc: _Rows) -> list[np.ndarray]:
@@ -195,7 +196,67 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
         "loss_weight": torch.from_numpy(wts).unsqueeze(0),
         "report_group": torch.from_numpy(group).unsqueeze(0),
         "num_samples": 1,
+        "loss_scale": scale,
         "enc_real_lengths": [len(r) for r in enc.rows],
         "lm_real_lengths": [total],
         "lm_attention_pairs": int(allowed[:total, :total].sum()),
     }
+
+
+def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+    """Several FinetuneSamples -> ONE LM row with a document mask (no padding between samples).
+
+    Each sample keeps its own positions (from 0) and sees only itself, causally, so the row
+    computes exactly what one row per sample computes; encoder chunks stay one row each.
+    """
+    rows = collate_finetune(samples, pad_id, scale)  # encoder rows, gather order, per-sample weights
+    lengths = [len(s.input_ids) for s in samples]
+    total = sum(lengths)
+    width = -(-total // multiple) * multiple
+    ids = np.full(width, pad_id, dtype=np.int64)
+    pos = np.arange(width, dtype=np.int64)
+    lab = torch.full((width,), IGNORE_INDEX, dtype=torch.long)
+    wts = torch.zeros(width, dtype=torch.float32)
+    group = torch.zeros(width, dtype=torch.long)
+    allowed = np.zeros((width, width), dtype=bool)
+    splice, at = [], 0
+    for b, (smp, n) in enumerate(zip(samples, lengths)):
+        ids[at:at + n] = smp.input_ids
+        pos[at:at + n] = np.arange(n)
+        allowed[at:at + n, at:at + n] = np.tril(np.ones((n, n), dtype=bool))
+        lab[at:at + n] = rows["labels"][b, :n]
+        wts[at:at + n] = rows["loss_weight"][b, :n]
+        group[at:at + n] = b
+        p = sum(len(ix) for ix in smp.encoder_indices)
+        splice.append(at + smp.placeholder_start + np.arange(p))
+        at += n
+    pad = np.arange(total, width)
+    allowed[pad, pad] = True  # padding rows see only themselves
+    return {
+        **rows,
+        "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
+        "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
+        "lm_attention_mask": torch.from_numpy(~allowed).view(1, 1, width, width),
+        "splice_index": torch.from_numpy(np.concatenate(splice).astype(np.int64)),
+        "labels": lab.unsqueeze(0),
+        "loss_weight": wts.unsqueeze(0),
+        "report_group": group.unsqueeze(0),
+        "lm_real_lengths": lengths,
+        "lm_attention_pairs": sum(n * (n + 1) // 2 for n in lengths),
+    }
+
+
+def group_by_tokens(samples, max_tokens: int) -> list[list]:
+    """Consecutive samples grouped into micro-batches of at most max_tokens LM tokens
+    (a longer sample goes alone)."""
+    groups, current, used = [], [], 0
+    for smp in samples:
+        n = len(smp.input_ids)
+        if current and used + n > max_tokens:
+            groups.append(current)
+            current, used = [], 0
+        current.append(smp)
+        used += n
+    if current:
+        groups.append(current)
+    return groups

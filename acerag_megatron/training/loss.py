@@ -1,9 +1,9 @@
 """Loss reduction matching the reference: token mean per sample, mean over samples.
 
 The collator weights each token by `scale / valid_tokens_of_its_sample`. Megatron's schedule
-divides each micro-batch loss by the number of micro-batches M, and DDP averages gradients
-over the data-parallel size D, so the trainer uses `scale = M * D / G` (G = samples in the
-global batch): the gradient is then exactly that of mean-over-samples of per-sample token
+divides each micro-batch loss by the number of micro-batches M (this rank's: token-budget
+packing may give ranks different counts), and DDP averages gradients over the data-parallel
+size D, so the trainer uses `scale = M * D / G` (G = samples in the global batch): the gradient is then exactly that of mean-over-samples of per-sample token
 means, whatever the number of samples per micro-batch.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ def loss_scale(num_microbatches: int, dp_size: int, global_samples: int) -> floa
     return num_microbatches * dp_size / global_samples
 
 
-def make_loss_func(batch: dict, scale: float):
+def make_loss_func(batch: dict):
     """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage)."""
+    scale = batch["loss_scale"]
     weights = batch["loss_weight"]
     mask = (batch["labels"] != -100).float()
     groups = batch["report_group"]

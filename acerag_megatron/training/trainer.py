@@ -22,7 +22,8 @@ from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
 from acerag_megatron.training.build import build_model, build_optimizer, wrap_ddp
 from acerag_megatron.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from acerag_megatron.training.collate import collate_finetune, collate_window, collate_window_packed
+from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
+                                              collate_window_packed, group_by_tokens)
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
@@ -127,31 +128,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _step_microbatches(self) -> list[dict]:
-        """This rank's M micro-batches for the next step (its share of one global batch)."""
+        """This rank's micro-batches for the next step (its share of one global batch)."""
         a = self.args
-        scale = loss_scale(self.num_microbatches, self.dp, self.global_batch)
         # Sequence parallelism splits sequences over TP ranks: pad widths to a multiple of TP.
         mult = a.tensor_model_parallel_size if a.sequence_parallel else 1
         epoch, indices = next(self._batches)
-        per = a.per_device_train_batch_size
-        mbs = []
-        for mb in range(self.num_microbatches):
-            samples = [self.dataset.get(i, epoch) for i in indices[mb * per:(mb + 1) * per]]
-            # Padding sits after the real tokens of a row under a causal mask and carries no
-            # label: its id never matters.
-            if a.window_mode:
-                collate = collate_window_packed if a.window_impl == "packed" else collate_window
-                mbs.append(collate(samples[0], 0, scale, mult))
-            else:
-                mbs.append(collate_finetune(samples, 0, scale, mult))
-        return mbs
+        samples = [self.dataset.get(i, epoch) for i in indices]
+        if a.window_mode:
+            collate = collate_window_packed if a.window_impl == "packed" else collate_window
+            groups, collate_fn = [[s] for s in samples], lambda g, sc: collate(g[0], 0, sc, mult)
+        elif a.max_tokens_per_micro_batch > 0:
+            groups = group_by_tokens(samples, a.max_tokens_per_micro_batch)
+            collate_fn = lambda g, sc: collate_finetune_packed(g, 0, sc, mult)  # noqa: E731
+        else:
+            per = a.per_device_train_batch_size
+            groups = [samples[i:i + per] for i in range(0, len(samples), per)]
+            collate_fn = lambda g, sc: collate_finetune(g, 0, sc, mult)  # noqa: E731
+        # Megatron divides each micro-batch loss by this rank's micro-batch count; the scale
+        # makes the step's gradient the mean over the global batch's per-sample means.
+        scale = loss_scale(len(groups), self.dp, self.global_batch)
+        return [collate_fn(g, scale) for g in groups]
 
     # ------------------------------------------------------------------ one step
     def _forward_step(self, data_iterator, model):
         batch = next(data_iterator)
         dev = self.device.device
         inputs = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return model(inputs), make_loss_func(inputs, loss_scale(self.num_microbatches, self.dp, self.global_batch))
+        return model(inputs), make_loss_func(inputs)
 
     def train_step(self) -> dict:
         mbs = self._step_microbatches()

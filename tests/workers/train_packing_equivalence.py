@@ -1,9 +1,10 @@
-"""Window-mode formulations against the reference per-window loop (fp32, TP=1).
+"""Packed formulations against their one-at-a-time references (fp32, TP=1).
 
-The reference runs the encoder over every group, then ONE LM pass per window k over
-`[mu_k placeholders] + W_k`, and takes the token-weighted mean of the window losses. The
+Window mode: the reference runs the encoder over every group, then ONE LM pass per window k
+over `[mu_k placeholders] + W_k`, and takes the token-weighted mean of the window losses; the
 batched rows and the packed single pass must give the same loss and encoder gradients.
-Prints `CHECK <name> <value>` lines for the pytest side.
+Finetuning: several samples packed in one row with a document mask must equal running the
+samples one by one. Prints `CHECK <name> <value>` lines for the pytest side.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import torch
 from acerag_megatron.data.window import build_window_sample
 from acerag_megatron.models.compressive_model import build_compressive_model
 from acerag_megatron.models.arch import ModelArch
-from acerag_megatron.training.collate import collate_window, collate_window_packed
+from acerag_megatron.data.finetune import build_finetune_sample
+from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
+                                              collate_window_packed)
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 from tests.workers.models_common import DEVICE, VOCAB, init, report, tiny_models
 
@@ -63,7 +66,7 @@ def _reference_loop_batches(sample):
 def main(workdir: str):
     init(1, 1)
     paths = tiny_models(workdir)
-    worst_loss, worst_grad = 0.0, 0.0
+    worst_loss, worst_grad, worst_ft_loss, worst_ft_grad = 0.0, 0.0, 0.0, 0.0
     for fam in ("llama", "qwen3"):
         arch = ModelArch.from_hf(paths[fam])
         model = build_compressive_model(arch, arch, 2, tp=1, pp=1, sequence_parallel=False,
@@ -83,8 +86,38 @@ def main(workdir: str):
                 worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
                 worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
                 print(f"{fam} {method} L={length} {name}: loss {loss:.8f} ref {ref_loss:.8f}", flush=True)
+        ft_loss, ft_grad = _finetune_packing(model)
+        worst_ft_loss, worst_ft_grad = max(worst_ft_loss, ft_loss), max(worst_ft_grad, ft_grad)
     report("window_loss_rel_diff", worst_loss)
     report("window_grad_rel_diff", worst_grad)
+    report("finetune_packed_loss_rel_diff", worst_ft_loss)
+    report("finetune_packed_grad_rel_diff", worst_ft_grad)
+
+
+def _finetune_samples(rng):
+    out = []
+    for ratio, ctx, tail in ((4, 150, 20), (2, 90, 35), (1, 40, 12), (8, 200, 9)):
+        head = rng.integers(3, VOCAB, size=7)
+        context = rng.integers(3, VOCAB, size=ctx)
+        tail_ids = rng.integers(3, VOCAB, size=tail)
+        out.append(build_finetune_sample(head, context, tail_ids, tail // 2, ratio=ratio, lm_max_length=120,
+                                         encoder_max_length=64, bos_id=1, instruction_ids=[5, 6, 7],
+                                         method="random", rng=rng))
+    return out
+
+
+def _finetune_packing(model):
+    """Mean over samples of token means: one-by-one vs padded rows vs one packed row."""
+    samples = _finetune_samples(np.random.default_rng(7))
+    n = len(samples)
+    ref_loss, ref_grad = _loss_and_grads(model, [collate_finetune([s], 0, 1.0 / n) for s in samples])
+    worst_loss, worst_grad = 0.0, 0.0
+    for name, collate in (("rows", collate_finetune), ("packed", collate_finetune_packed)):
+        loss, grad = _loss_and_grads(model, [collate(samples, 0, 1.0 / n)])
+        worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
+        worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
+        print(f"finetune {name}: loss {loss:.8f} one-by-one {ref_loss:.8f}", flush=True)
+    return worst_loss, worst_grad
 
 
 if __name__ == "__main__":
