@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark, prepared for a bare single-GPU machine without internet:
-#   - megatron-core comes from a carried cp312 wheel in .whl/ when it is not installed;
+#   - megatron-core comes from a cp312 wheel placed in .whl/ when it is not installed
+#     (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl megatron-core==0.16.1);
 #   - tools/benchmark.py runs both models x both modes at real shapes with random weights,
 #     each in its own process under a timeout, and writes JSON + logs to $RESULTS.
 # Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
@@ -15,8 +16,9 @@ FINETUNE_BACKEND=${FINETUNE_BACKEND:-sdpa}   # plain causal rows
 mkdir -p "$RESULTS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if ! $PY -c "import megatron.core" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/acerag_site .whl/megatron_core-*.whl || exit 1
-  export PYTHONPATH=$PYTHONPATH:/tmp/acerag_site
+  SITE_DIR=${SITE_DIR:-$(mktemp -d)}
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE_DIR" .whl/megatron_core-*.whl || exit 1
+  export PYTHONPATH=$PYTHONPATH:$SITE_DIR
 fi
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) > "$RESULTS/gpu.txt"
 $PY -c "import torch, megatron.core as m; print('torch', torch.__version__, 'megatron-core', m.__version__)" >> "$RESULTS/gpu.txt"
