@@ -22,7 +22,7 @@ ls "$OUT/assets" "$OUT/assets/data"
 echo "== 2. preprocess (JSON -> .bin/.idx/.json)"
 $PY tools/preprocess_data.py --input "$DATA_DIR/redpajama.json" --tokenizer "$OUT/assets/llama" \
     --output-prefix "$OUT/preprocessed/redpajama" --mode pretrain --workers 2
-[ -f tools/inspect_data.py ] && $PY tools/inspect_data.py "$OUT/preprocessed/redpajama" --index 0 | head -c 600; echo
+$PY tools/inspect_data.py "$OUT/preprocessed/redpajama" --tokenizer "$OUT/assets/llama" --index 0 --window 128 --encoder-max-length 512 --limit 40
 
 # Tiny-scale overrides appended after the seed's flags (the last value of a flag wins).
 SMALL_PT="--encoder_num_hidden_layers 2 --window 128 --encoder_max_length 512 --min_length 256 --max_steps 4 --logging_steps 2"
@@ -49,18 +49,17 @@ n = sum(p.numel() for p in m.parameters())
 print(f"{sys.argv[1]}: {type(m).__name__}, {m.config.num_hidden_layers} layers, {n} parameters")
 PYEOF
 done
-if [ -f tools/evaluate.py ]; then
-  CKPT=$(ls -d $OUTPUT_ROOT/ft/acerag-llama2-multitask-ft/checkpoint-* | sort -V | tail -n 1)
-  $PY - "$OUT/eval_nq.json" <<'PYEOF'
+CKPT=$(ls -d $OUTPUT_ROOT/ft/acerag-llama2-multitask-ft/checkpoint-* | sort -V | tail -n 1)
+$PY - "$OUT/eval_nq.json" <<'PYEOF'
 import json, sys
 from acerag_megatron.tiny.corpus import make_records
 recs = make_records("nq", 8, seed=7, words=60)
 json.dump(recs, open(sys.argv[1], "w"))
 PYEOF
-  for R in none 4; do
-    $PY tools/evaluate.py --lm "$OUT/assets/llama" --encoder "$CKPT/compressive_encoder" --data "$OUT/eval_nq.json" \
+echo "== 5. evaluation of the final Llama-2-style encoder (plain RAG, then ratio 4)"
+for R in none 4; do
+  $PY tools/evaluate.py --lm "$OUT/assets/llama" --encoder "$CKPT/compressive_encoder" --data "$OUT/eval_nq.json" \
         --dataset nq --comp_ratio $R --max_new_tokens 8 --batch_size 4 --lm_max_length 256 \
-        --encoder_max_length 128 --output "$OUT/eval/nq_r$R.jsonl"
-  done
-fi
+        --encoder_max_length 128 --output "$OUT/eval/nq_r$R.jsonl" --no_progress
+done
 echo "== quickstart done: runs under $OUTPUT_ROOT"

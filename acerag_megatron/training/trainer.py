@@ -33,6 +33,15 @@ from acerag_megatron.weights.export import export_encoder_hf
 MAX_LOGGED_WINDOWS = 64
 
 
+def _arch(path: str, flag: str) -> ModelArch:
+    """Architecture of a model folder / hub id, or a one-line error naming the flag."""
+    try:
+        return ModelArch.from_hf(path)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SystemExit(f"error: --{flag} {path}: {first}")
+
+
 class Trainer:
     """One training run. `dataset`, `archs` and `load_weights` let the benchmark drive the same
     step with synthetic samples and random weights at real shapes."""
@@ -54,7 +63,8 @@ class Trainer:
                              f"per_device_train_batch_size x data-parallel size = {per_step}")
         self.num_microbatches = self.global_batch // per_step
         if archs is None:
-            archs = (ModelArch.from_hf(args.language_model_name_or_path), ModelArch.from_hf(args.encoder_name_or_path))
+            archs = (_arch(args.language_model_name_or_path, "language_model_name_or_path"),
+                     _arch(args.encoder_name_or_path, "encoder_name_or_path"))
         self.lm_arch, self.enc_arch = archs
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
 
