@@ -1,4 +1,12 @@
 """acerag_megatron: a Megatron-core trainer for AceRAG compressive encoders."""
+import warnings as _warnings
+
+# megatron-core warns once per module about every optional fused kernel it cannot find, and
+# torch warns when the CPU compatibility layer inspects non-leaf tensors; the device seam
+# prints the resolved choices once instead.
+for _pattern in ("Transformer Engine and Apex are not installed", "Apex is not installed",
+                 "The .grad attribute of a Tensor that is not a leaf", "full scope is deprecated"):
+    _warnings.filterwarnings("ignore", message=_pattern)
 
 __version__ = "0.1.0"
 

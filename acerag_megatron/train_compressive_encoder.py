@@ -12,10 +12,7 @@ import sys
 def main(argv=None):
     import warnings
 
-    # Megatron warns at import about every optional fused kernel it cannot find (apex, TE);
-    # the device seam prints the resolved choices once instead.
-    for pattern in ("Apex is not installed", ".*Transformer Engine.*", ".*is deprecated.*"):
-        warnings.filterwarnings("ignore", message=pattern)
+    # torch.distributed deprecation notices raised inside megatron-core, not actionable here.
     warnings.filterwarnings("ignore", category=FutureWarning)
     from acerag_megatron.training.arguments import parse_args
 

@@ -10,3 +10,5 @@ TORCHRUN=${TORCHRUN:-torchrun}
 TORCHRUN_ARGS="--nnodes ${NNODES} --node_rank ${NODE_RANK} --nproc_per_node ${GPUS_PER_NODE} --master_addr ${MASTER_ADDR} --master_port ${MASTER_PORT}"
 DATA_DIR=${DATA_DIR:-data/train/compressive_encoder}
 DS_CONFIG=${DS_CONFIG:-$(dirname "${BASH_SOURCE[0]}")/ds_config/ds_config_stage2.json}
+# Megatron overlaps tensor/sequence-parallel communication with compute only with one hardware queue.
+export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
