@@ -117,3 +117,16 @@ def test_sigterm_saves_then_exits(assets, tmp_path):
     saved = [p for p in out.iterdir() if p.name.startswith("checkpoint-") and not p.name.endswith(".tmp")]
     assert len(saved) == 1 and (saved[0] / "compressive_encoder/model.safetensors").is_file(), text[-3000:]
     assert "SIGTERM: saved" in text
+
+
+def test_nonfinite_losses_skip_updates_then_stop(assets, tmp_path):
+    """A learning rate of 1e30 blows the encoder up after step 1: later losses are NaN, their
+    updates are skipped, and two in a row stop the run with a clear message."""
+    out = tmp_path / "nan"
+    with pytest.raises(AssertionError) as failed:
+        run_torchrun(TRAINER, 1, *_finetune_args(assets, out, "--max_steps", "8", "--learning_rate", "1e30",
+                                                 "--warmup_ratio", "0", "--max_nonfinite_steps", "2"))
+    text = str(failed.value)
+    assert "non-finite loss nan; update skipped (1 in a row)" in text
+    assert "error: 2 consecutive non-finite losses" in text
+    assert max(_metrics(out)) == 2  # step 1 trained, step 2 logged as skipped, step 3 stopped the run
