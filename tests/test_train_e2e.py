@@ -15,13 +15,6 @@ from tests.launch import ROOT, free_port, run_torchrun
 TRAINER = "acerag_megatron.train_compressive_encoder"
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from acerag_megatron.tiny.__main__ import make_assets
-
-    return make_assets(tmp_path_factory.mktemp("assets"), records=12, words=300)
-
-
 def _pretrain_args(assets, out, *extra):
     return ["--language_model_name_or_path", assets["llama"], "--window_mode", "True", "--min_length", "256",
             "--max_length", "4000", "--encoder_num_hidden_layers", "2", "--window", "128",
@@ -130,3 +123,38 @@ def test_nonfinite_losses_skip_updates_then_stop(assets, tmp_path):
     assert "non-finite loss nan; update skipped (1 in a row)" in text
     assert "error: 2 consecutive non-finite losses" in text
     assert max(_metrics(out)) == 2  # step 1 trained, step 2 logged as skipped, step 3 stopped the run
+
+
+def test_loss_goes_down_and_fractional_save_cadence(assets, tmp_path):
+    out = tmp_path / "learn"
+    run_torchrun(TRAINER, 1, *_pretrain_args(assets, out, "--max_steps", "12", "--learning_rate", "3e-3",
+                                             "--save_strategy", "steps", "--save_steps", "0.249999"))
+    # ceil(12 x 0.249999) = 3: saves at 3, 6, 9 and the final step.
+    assert sorted((p.name for p in out.iterdir() if p.name.startswith("checkpoint-")),
+                  key=lambda n: int(n.split("-")[1])) == ["checkpoint-3", "checkpoint-6", "checkpoint-9", "checkpoint-12"]
+    losses = [r["loss"] for _, r in sorted(_metrics(out).items())]
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.03, losses
+
+
+def test_seed_scripts_run_with_paths_and_sizes_changed(assets, tmp_path):
+    """examples/llama2/pretrain.sh and finetune_multitask.sh, chained through checkpoint-*/compressive_encoder."""
+    env = {"TORCHRUN": f"{sys.executable} -m torch.distributed.run", "GPUS_PER_NODE": "1",
+           "MASTER_PORT": str(free_port()), "LM": assets["llama"], "DATA_DIR": assets["data"],
+           "OUTPUT_ROOT": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    small = ["--encoder_num_hidden_layers", "2", "--max_steps", "2", "--logging_steps", "1"]
+
+    def script(name, *extra):
+        proc = subprocess.run(["bash", str(ROOT / "examples/llama2" / name), *small, *extra], cwd=ROOT,
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return proc.stdout
+
+    script("pretrain.sh", "--window", "128", "--encoder_max_length", "512", "--min_length", "256")
+    pretrain = tmp_path / "runs/pretrain/acerag-llama2-pretrain"
+    # The multi-task stage chains from the LongAlpaca stage's latest checkpoint: stand in for it.
+    shutil.copytree(pretrain / "checkpoint-2", tmp_path / "runs/ft/acerag-llama2-longalpaca/checkpoint-2")
+    out = script("finetune_multitask.sh", "--lm_max_length", "256", "--encoder_max_length", "128",
+                 "--min_length", "64", "--train_num_per_data", "16")
+    assert "Using encoder path:" in out and "acerag-llama2-longalpaca/checkpoint-2/compressive_encoder" in out
+    final = tmp_path / "runs/ft/acerag-llama2-multitask-ft/checkpoint-2/compressive_encoder"
+    assert (final / "model.safetensors").is_file() and (final / "config.json").is_file()
