@@ -1,0 +1,25 @@
+"""tools/benchmark.py runs on CPU with --model tiny and reports what the README table uses."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.launch import ROOT, free_port
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "finetune"])
+def test_tiny_benchmark_prints_json(mode, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--model", "tiny", "--mode", mode, "--steps", "2",
+                           "--warmup", "1", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in ("step_time_s", "tokens_per_s", "samples_per_s", "model_tflops_per_gpu", "mfu", "peak_memory_gib"):
+        assert result[key] > 0, key
+    assert result["device"].startswith("device=cpu")
+    if mode == "pretrain":
+        assert result["lm_tokens_packed"] < result["lm_tokens_loop"]
