@@ -7,6 +7,11 @@ Run (the checkpoint reshards on load, so any TP/PP may read it later):
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python checkpoints_convert/X.py): make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from checkpoints_convert._cli import add_parallel_args, finish, start
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (python checkpoints_convert/X.py): make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from checkpoints_convert._cli import add_parallel_args, finish, start
 

@@ -18,9 +18,10 @@ def hf_model(tmp_path_factory):
 
 def test_help_runs_without_torchrun():
     for cli in ("hf_to_megatron", "megatron_to_hf", "verify"):
-        out = subprocess.run([sys.executable, "-m", f"checkpoints_convert.{cli}", "--help"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
-        assert "torchrun" in out
+        for how in (["-m", f"checkpoints_convert.{cli}"], [f"checkpoints_convert/{cli}.py"]):
+            out = subprocess.run([sys.executable, *how, "--help"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout
+            assert "torchrun" in out
 
 
 def test_round_trip_and_verify(hf_model, tmp_path):
