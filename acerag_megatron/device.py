@@ -39,11 +39,20 @@ def _te_importable() -> bool:
     return True
 
 
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
     """Resolve the device, distributed backend, layer-spec flavour and attention backend.
 
     Args:
-        attention_backend: 'auto' (TE where usable, else SDPA), 'te', 'sdpa', 'flash', 'flex' or 'unfused'.
+        attention_backend: 'auto' (TE where usable, else FlexAttention on a GPU, SDPA on CPU), 'te', 'sdpa',
+            'flash', 'flex' or 'unfused'.
 
     Returns:
         The resolved DeviceInfo. On CPU the megatron-core compatibility patches are applied.
@@ -56,7 +65,9 @@ def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
     cuda = torch.cuda.is_available()
     use_te = cuda and _te_importable()
     if attention_backend == "auto":
-        resolved = "te" if use_te else "sdpa"
+        # Without TE on a GPU: FlexAttention for block masks (packed windows, document masks),
+        # SDPA's flash kernel for plain causal rows (FlexAttention routes those to it).
+        resolved = "te" if use_te else ("flex" if cuda and _flex_available() else "sdpa")
     elif attention_backend == "te" and not use_te:
         raise ValueError("attention_backend: 'te' needs a GPU and an importable transformer_engine")
     elif attention_backend in ("flash", "flex") and not cuda:

@@ -132,12 +132,15 @@ def _flex(*args, **kwargs):
     if not args[0].is_cuda:
         return flex_attention(*args, **kwargs)
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        # Automatic dynamic shapes: packed rows change length every step, and a static
+        # compile would recompile per length until dynamo's cache limit, then run eagerly.
+        _compiled_flex = torch.compile(flex_attention)
     return _compiled_flex(*args, **kwargs)
 
 
 class FlexAttention(SDPAttention):
-    """Attention through FlexAttention with a block-sparse mask built from the dense bool mask.
+    """Attention through FlexAttention with a block-sparse mask built from the dense bool mask;
+    rows without a mask (plain causal) go through SDPA.
 
     Packed micro-batches (document masks, the one-pass window formulation) are mostly empty
     blocks, which FlexAttention skips. Fully masked rows produce zeros.
@@ -146,8 +149,9 @@ class FlexAttention(SDPAttention):
     def attend(self, q_bhsd, k_bgsd, v_bgsd, attention_mask, causal: bool):
         if self.training and self.dropout_p > 0:
             raise ValueError("FlexAttention does not support attention dropout")
-        if attention_mask is None and not causal:
-            return super().attend(q_bhsd, k_bgsd, v_bgsd, None, False)
+        if attention_mask is None:
+            # Plain causal (or full) rows: SDPA's flash kernel beats a causal block mask.
+            return super().attend(q_bhsd, k_bgsd, v_bgsd, None, causal)
         b, _, sq, _ = q_bhsd.shape
         block_mask = _BLOCK_MASKS.get(attention_mask, b, sq, k_bgsd.shape[2], q_bhsd.device)
         return _flex(q_bhsd, k_bgsd, v_bgsd, block_mask=block_mask, scale=self.softmax_scale,
