@@ -1,5 +1,6 @@
 """Transformer layer and block specs: Transformer Engine where usable, else the local spec with
-our sequence-parallel RMSNorm and our core attention (SDPA by default, or FlexAttention)."""
+our sequence-parallel RMSNorm, our core attention (SDPA by default, or FlexAttention) and a
+SwiGLU MLP that saves only its input for backward."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +17,7 @@ from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.attention import FlexAttention, SDPAttention
 from acerag_megatron.models.norm import RMSNorm
+from acerag_megatron.models.swiglu import SwiGLUMLP
 
 
 def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
@@ -32,6 +34,7 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     sub = spec.submodules
     sub.input_layernorm = norm
     sub.pre_mlp_layernorm = norm
+    sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules)
     attn = sub.self_attention.submodules
     backend = device_info.attention_backend
     if backend == "flex":
