@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from acerag_megatron import CONTEXT_TAG  # noqa: E402
-from acerag_megatron.data.chat import encode_text, load_tokenizer, render  # noqa: E402
+from acerag_megatron.data.chat import encode_text, load_tokenizer  # noqa: E402
 from acerag_megatron.data.preprocess import (DataError, ensure_preprocessed, preprocess_file,  # noqa: E402
                                              read_manifest)
 from acerag_megatron.tiny.corpus import make_records  # noqa: E402

@@ -43,7 +43,7 @@ def stack(request, tmp_path_factory):
     lm_dir = make_tiny_tokenizer(family, root / "lm")
     from transformers import AutoTokenizer
     make_tiny_hf_model(family, lm_dir, vocab_size=len(AutoTokenizer.from_pretrained(lm_dir)), num_layers=2)
-    enc_dir = make_encoder_dir(lm_dir, root / "ckpt" / "compressive_encoder")
+    make_encoder_dir(lm_dir, root / "ckpt" / "compressive_encoder")
     return SimpleNamespace(family=family, tok=load_tokenizer(lm_dir), lm=load_lm(lm_dir),
                            enc=load_encoder(root / "ckpt"), lm_dir=lm_dir)
 

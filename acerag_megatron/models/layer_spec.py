@@ -4,7 +4,6 @@ SwiGLU MLP that saves only its input for backward."""
 from __future__ import annotations
 
 import copy
-import functools
 
 from megatron.core.models.gpt.gpt_layer_specs import (
     get_gpt_layer_local_spec,

@@ -53,7 +53,6 @@ class Trainer:
             args.bf16 = self.device.device == "cuda"
         initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed, self.device)
         apply_optimizer_fixes()
-        self._dev = "cuda" if self.device.device == "cuda" else "cpu"
         self.dp = ps.get_data_parallel_world_size()
         self.dp_rank = ps.get_data_parallel_rank()
         per_step = args.per_device_train_batch_size * self.dp
@@ -200,7 +199,7 @@ class Trainer:
         if reduced and self.args.window_mode:
             rows = reduced[-1]["row_loss"][:MAX_LOGGED_WINDOWS].double().cpu()
             buf[2:2 + len(rows)] = rows if self.dp_rank == 0 else 0
-        t = buf.to(self._dev)
+        t = buf.to(self.device.device)
         # Values live on the last pipeline stage: sum over PP (others hold zeros) and DP.
         dist.all_reduce(t, group=ps.get_pipeline_model_parallel_group())
         head = t[:2].clone()
@@ -220,7 +219,7 @@ class Trainer:
             flops += step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers,
                                 mb["enc_real_lengths"], mb["lm_real_lengths"], int((mb["labels"] != -100).sum()),
                                 mb.get("lm_attention_pairs"))
-        t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self._dev)
+        t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self.device.device)
         dist.all_reduce(t, group=ps.get_data_parallel_group())
         world = dist.get_world_size()
         # Every model-parallel rank of a DP replica computes the same count: divide by the world.
@@ -279,7 +278,7 @@ class Trainer:
                 if "window_loss" in m:
                     rec["window_loss"] = m["window_loss"]
                 self.reporter.log(self.step, rec)
-            stop = torch.tensor([1.0 if self._stop_requested else 0.0], device=self._dev)
+            stop = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device.device)
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
             if stop.item() or self._should_save():
                 self.save()

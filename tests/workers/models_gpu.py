@@ -11,7 +11,6 @@ import time
 from tests.workers.models_common import DEVICE, init, report, tiny_models, tokens
 
 import torch  # noqa: E402
-from transformers import AutoModel, AutoModelForCausalLM  # noqa: E402
 
 from acerag_megatron.device import resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
