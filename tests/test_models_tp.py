@@ -37,3 +37,8 @@ def test_checkpoint_saved_at_tp2_loads_at_tp1(checks):
 
 def test_encoder_export_at_tp2_is_bit_exact(checks):
     assert checks["tp2_encoder_export_bits"] == 0
+
+
+def test_head_loss_with_the_vocabulary_split_over_two_ranks(checks):
+    assert checks["head_loss_split_loss"] <= 1e-6
+    assert checks["head_loss_split_grad"] <= 1e-6

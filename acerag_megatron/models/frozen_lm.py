@@ -12,6 +12,7 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import padded_vocab_size
+from acerag_megatron.models.head_loss import frozen_head_cross_entropy
 from acerag_megatron.models.layer_spec import block_spec
 from acerag_megatron.models.rope import rotary_for_positions
 
@@ -66,9 +67,6 @@ class FrozenLM(GPTModel):
         if labels is None:
             full_SBV = tensor_parallel.gather_from_tensor_model_parallel_region(self._logits(hidden_SBH))
             return full_SBV[..., : self.real_vocab_size].transpose(0, 1).contiguous()
-        if self.config.sequence_parallel:
-            # The output layer gathers the sequence itself; rows cannot be picked before that.
-            return per_token_loss(self._logits(hidden_SBH), labels)
         return self._predicted_positions_loss(hidden_SBH, labels)
 
     def _logits(self, hidden_SBH: torch.Tensor) -> torch.Tensor:
@@ -77,13 +75,23 @@ class FrozenLM(GPTModel):
         return self._mask_vocab_padding(logits_SBV)
 
     def _predicted_positions_loss(self, hidden_SBH: torch.Tensor, labels_BS: torch.Tensor) -> torch.Tensor:
-        """Logits only where a token is predicted: prompt positions of finetune samples and the
-        compressed prefix of packed window mode need none, which saves the [S, V] head matmul
-        and its float32 softmax (gigabytes for a 152k vocabulary)."""
+        """Loss only where a token is predicted (prompt positions of finetune samples and the
+        compressed prefix of packed window mode need no logits), through the chunked frozen-head
+        cross-entropy, so no [S, V] logits exist at any point."""
+        if self.config.sequence_parallel:
+            # Every TP rank needs all rows for its vocab shard; the backward reduce-scatters the
+            # per-shard partial gradients, as the output layer's own sequence gather does.
+            hidden_SBH = tensor_parallel.gather_from_sequence_parallel_region(hidden_SBH, tensor_parallel_output_grad=True)
+        else:
+            # Identity forward; the backward all-reduces the per-shard partial gradients.
+            hidden_SBH = tensor_parallel.copy_to_tensor_model_parallel_region(hidden_SBH)
         b_N, s_N = (labels_BS != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits_N1V = self._logits(hidden_SBH[s_N, b_N].unsqueeze(1))
-        loss_1N = per_token_loss(logits_N1V, labels_BS[b_N, s_N].unsqueeze(0))
-        return hidden_SBH.new_zeros(labels_BS.shape, dtype=torch.float32).index_put((b_N, s_N), loss_1N[0])
+        weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else self.output_layer.weight
+        loss_N = frozen_head_cross_entropy(
+            hidden_SBH[s_N, b_N], weight, labels_BS[b_N, s_N],
+            vocab_start=parallel_state.get_tensor_model_parallel_rank() * weight.shape[0],
+            real_vocab=self.real_vocab_size, group=parallel_state.get_tensor_model_parallel_group())
+        return hidden_SBH.new_zeros(labels_BS.shape, dtype=torch.float32).index_put((b_N, s_N), loss_N)
 
     def _mask_vocab_padding(self, logits_SBV: torch.Tensor) -> torch.Tensor:
         """Padded vocab rows must not enter the softmax: set their logits to -inf."""
@@ -94,14 +102,3 @@ class FrozenLM(GPTModel):
         vocab_ids = torch.arange(start, start + local, device=logits_SBV.device)
         return logits_SBV.masked_fill(vocab_ids >= self.real_vocab_size, float("-inf"))
 
-
-def per_token_loss(logits_SBV: torch.Tensor, labels_BS: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy in float32 from vocab-parallel logits; 0 where the label is -100.
-
-    Returns:
-        Loss [B, S] float32.
-    """
-    ignore_BS = labels_BS == IGNORE_INDEX
-    target_SB = labels_BS.masked_fill(ignore_BS, 0).t().contiguous()
-    loss_SB = tensor_parallel.vocab_parallel_cross_entropy(logits_SBV.float(), target_SB)
-    return loss_SB.t().masked_fill(ignore_BS, 0.0)

@@ -11,12 +11,13 @@ from tests.workers.models_common import DEVICE, init, report, tiny_models, token
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from megatron.core import parallel_state  # noqa: E402
+from megatron.core import parallel_state, tensor_parallel  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModel, AutoModelForCausalLM  # noqa: E402
 
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
+from acerag_megatron.models.head_loss import frozen_head_cross_entropy  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role, compare_with_hf, hf_to_megatron, load_converted  # noqa: E402
 from acerag_megatron.weights.dist_ckpt import save_module  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf  # noqa: E402
@@ -122,9 +123,30 @@ def sequence_parallel_equals_tp1(path: str) -> None:
         report(f"{tag}_embed_grad_vs_tp1", (got["embed"][: ref_rows.shape[0]] - ref_rows).abs().max())
 
 
+def head_loss_vocab_split() -> None:
+    """Each rank holds half the head rows; loss and hidden gradient equal the unsplit ones."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(11, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(20, 8, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 19, (11,), generator=g)
+    grad_out = torch.rand(11, generator=g, dtype=torch.float64).float()
+    full_h = hidden.clone().requires_grad_()
+    full_loss = frozen_head_cross_entropy(full_h, weight, target, real_vocab=19, chunk_rows=4)
+    (full_grad,) = torch.autograd.grad(full_loss, full_h, grad_out)
+    rank = parallel_state.get_tensor_model_parallel_rank()
+    split_h = hidden.clone().requires_grad_()
+    loss = frozen_head_cross_entropy(tensor_parallel.copy_to_tensor_model_parallel_region(split_h),
+                                     weight.chunk(2)[rank], target, vocab_start=rank * 10, real_vocab=19,
+                                     group=parallel_state.get_tensor_model_parallel_group(), chunk_rows=4)
+    (grad,) = torch.autograd.grad(loss, split_h, grad_out)
+    report("head_loss_split_loss", (loss - full_loss).abs().max())
+    report("head_loss_split_grad", (grad - full_grad).abs().max())
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(2, 1)
+    head_loss_vocab_split()
     paths = tiny_models(workdir)
     for fam, path in paths.items():
         tp_parity(fam, path)
