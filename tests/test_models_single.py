@@ -65,10 +65,19 @@ def test_attention_backends_agree(checks):
         assert checks[f"{backend}_left_pad_real_rows_vs_sdpa_causal"] <= TOL
 
 
-def test_recompute_modes_match(checks):
-    for mode in ("selective", "full"):
-        assert checks[f"recompute_{mode}_loss"] <= 1e-6
-        assert checks[f"recompute_{mode}_grad"] <= 1e-6
+@pytest.mark.parametrize("name", ["selective", "full", "mlp_core_attn", "lm_mlp", "encoder_full"])
+def test_recompute_modes_match(checks, name):
+    assert checks[f"recompute_{name}_loss"] <= 1e-6
+    assert checks[f"recompute_{name}_grad"] <= 1e-6
+
+
+@pytest.mark.parametrize("name, lm, encoder", [("none", 1, 1), ("selective", 1, 1), ("full", 2, 2),
+                                               ("mlp_core_attn", 2, 2), ("lm_mlp", 2, 1),
+                                               ("encoder_full", 1, 2)])
+def test_recompute_reaches_the_chosen_model(checks, name, lm, encoder):
+    """Forward runs of the first layer's MLP in one forward+backward: 2 where it is recomputed."""
+    assert checks[f"recompute_{name}_lm_mlp_forwards"] == lm
+    assert checks[f"recompute_{name}_encoder_mlp_forwards"] == encoder
 
 
 def test_single_process_without_torchrun():

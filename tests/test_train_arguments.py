@@ -85,3 +85,12 @@ def test_fractional_save_steps():
     assert save_steps_interval(0.249999, 11250) == 2813
     assert save_steps_interval(0.249999, 4) == 1
     assert save_steps_interval(500, 11250) == 500
+
+
+def test_recompute_specs():
+    base = ["--language_model_name_or_path", "m", "--data_files", "a.json", "--output_dir", "o"]
+    a = parse_args(base + ["--recompute_encoder", "full", "--recompute_lm", "mlp,core_attn"])
+    assert (a.recompute, a.recompute_encoder, a.recompute_lm) == ("none", "full", "mlp,core_attn")
+    assert parse_args(base + ["--gradient_checkpointing"]).recompute == "full"
+    with pytest.raises(SystemExit, match="--recompute_lm: .*'mlp,attention'"):
+        parse_args(base + ["--recompute_lm", "mlp,attention"])

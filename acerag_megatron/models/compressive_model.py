@@ -123,7 +123,8 @@ def splice_rows(words_SBH: torch.Tensor, rows_PH: torch.Tensor, splice_P: torch.
 
 def build_compressive_model(lm_arch: ModelArch, enc_arch: ModelArch, encoder_num_layers: int, *, tp: int, pp: int,
                             sequence_parallel: bool, params_dtype: torch.dtype, device: DeviceInfo,
-                            recompute: str = "none") -> CompressiveModel:
+                            recompute: str = "none", recompute_encoder: str | None = None,
+                            recompute_lm: str | None = None) -> CompressiveModel:
     """Build this pipeline stage's CompressiveModel (parallel state must be initialised).
 
     Args:
@@ -131,11 +132,15 @@ def build_compressive_model(lm_arch: ModelArch, enc_arch: ModelArch, encoder_num
         enc_arch: architecture of the encoder checkpoint; its first encoder_num_layers are built.
         encoder_num_layers: N, the encoder depth.
         tp, pp, sequence_parallel, params_dtype, device, recompute: see transformer_config().
+        recompute_encoder, recompute_lm: per-model recompute specs overriding `recompute`; the
+            trainable encoder and the frozen LM save different activations, so the cheapest way
+            to fit memory usually differs between them.
     """
     if not 0 < encoder_num_layers <= enc_arch.num_layers:
         raise ValueError(f"encoder_num_layers={encoder_num_layers} must be in 1..{enc_arch.num_layers}")
-    common = dict(tp=tp, sequence_parallel=sequence_parallel, params_dtype=params_dtype, device=device,
-                  recompute=recompute)
-    lm_config = transformer_config(lm_arch, num_layers=lm_arch.num_layers, pp=pp, **common)
-    enc_config = transformer_config(enc_arch, num_layers=encoder_num_layers, pp=1, **common)
+    common = dict(tp=tp, sequence_parallel=sequence_parallel, params_dtype=params_dtype, device=device)
+    lm_config = transformer_config(lm_arch, num_layers=lm_arch.num_layers, pp=pp,
+                                   recompute=recompute if recompute_lm is None else recompute_lm, **common)
+    enc_config = transformer_config(enc_arch, num_layers=encoder_num_layers, pp=1,
+                                    recompute=recompute if recompute_encoder is None else recompute_encoder, **common)
     return CompressiveModel(lm_config, enc_config, lm_arch, enc_arch, device)

@@ -7,8 +7,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
-
-RECOMPUTE_CHOICES = ("none", "selective", "full")
+from acerag_megatron.models.recompute import recompute_kwargs
 
 
 def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, sequence_parallel: bool,
@@ -22,13 +21,12 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         sequence_parallel: shard activations along the sequence outside attention/MLP (needs tp > 1).
         params_dtype: parameter dtype (torch.float32 or torch.bfloat16).
         device: resolved device; fusions need TE/GPU and are off otherwise.
-        recompute: 'none', 'selective' (core attention) or 'full' (every layer, uniform).
+        recompute: a spec for recompute_kwargs().
 
     Raises:
         ValueError: on an unknown recompute mode or invalid parallel sizes.
     """
-    if recompute not in RECOMPUTE_CHOICES:
-        raise ValueError(f"recompute: unknown value {recompute!r}, expected one of {RECOMPUTE_CHOICES}")
+    recompute_fields = recompute_kwargs(recompute)
     if arch.num_kv_heads % tp:
         raise ValueError(f"tensor parallel size {tp} must divide the number of KV heads {arch.num_kv_heads}")
     if num_layers % pp:
@@ -66,8 +64,4 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
     )
-    if recompute == "selective":
-        kwargs.update(recompute_granularity="selective")
-    elif recompute == "full":
-        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-    return TransformerConfig(**kwargs)
+    return TransformerConfig(**kwargs, **recompute_fields)

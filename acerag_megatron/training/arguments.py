@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, get_args, get_origin
 
+from acerag_megatron.models.recompute import recompute_kwargs
+
 
 def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
@@ -70,7 +72,11 @@ class TrainArguments:
     logging_steps: int = _help("Log every N steps.", default=50)
     resume_from_checkpoint: Optional[str] = _help(
         "auto (latest complete checkpoint in output_dir), none, or a checkpoint folder.", default="auto")
-    recompute: Optional[str] = _help("none | selective | full.", default=None)
+    recompute: Optional[str] = _help("Activation recompute of both models: none | full | selective (= core_attn) | "
+                                     "a comma list of core_attn, mlp.", default=None)
+    recompute_encoder: Optional[str] = _help("Recompute spec for the trainable encoder (default: --recompute).",
+                                             default=None)
+    recompute_lm: Optional[str] = _help("Recompute spec for the frozen LM (default: --recompute).", default=None)
     attention_backend: str = _help("auto | flex | sdpa | te | flash | unfused.", default="auto")
     use_distributed_optimizer: Optional[bool] = _help("Shard optimizer state over data parallel ranks.", default=None)
     bf16: Optional[bool] = _help("bf16 weights with fp32 main params (default: on for GPU, off on CPU).", default=None)
@@ -96,8 +102,12 @@ class TrainArguments:
     def __post_init__(self):
         if self.recompute is None:
             self.recompute = "full" if self.gradient_checkpointing else "none"
-        if self.recompute not in ("none", "selective", "full"):
-            raise ValueError(f"--recompute must be none|selective|full, got {self.recompute!r}")
+        for flag in ("recompute", "recompute_encoder", "recompute_lm"):
+            if getattr(self, flag) is not None:
+                try:
+                    recompute_kwargs(getattr(self, flag))
+                except ValueError as e:
+                    raise ValueError(f"--{flag}: {e}") from None
         if self.window_impl not in ("packed", "loop"):
             raise ValueError(f"--window_impl must be packed|loop, got {self.window_impl!r}")
         if self.save_strategy not in ("epoch", "steps", "no"):

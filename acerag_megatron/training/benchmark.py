@@ -127,7 +127,8 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         "model_tflops_per_gpu": float(np.median([r["tflops_per_gpu"] for r in results])),
         "mfu": float(np.median([r["mfu"] for r in results])),
         "peak_memory_gib": mem, "loss": results[-1]["loss"], "steps_timed": steps,
-        "recompute": args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
+        "recompute_encoder": args.recompute_encoder or args.recompute,
+        "recompute_lm": args.recompute_lm or args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
     }
     if mode == "pretrain":
         out.update(seq_len=seq_len, lm_tokens_packed=packed_lm_tokens(sample), lm_tokens_loop=loop_lm_tokens(sample),

@@ -122,7 +122,8 @@ class Trainer:
             f"  device         {self.device.describe()}",
             f"  parallelism    world {dist.get_world_size()} = TP {a.tensor_model_parallel_size} x "
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
-            f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute {a.recompute}; "
+            f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder or a.recompute}, "
+            f"LM {a.recompute_lm or a.recompute}; "
             f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} AdamW",
             f"  LM (frozen)    {a.language_model_name_or_path}: {self.lm_arch.num_layers} layers, hidden {self.lm_arch.hidden_size}",
             f"  encoder        {a.encoder_name_or_path}: {a.encoder_num_hidden_layers} layers (trainable)",

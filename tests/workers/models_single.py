@@ -205,21 +205,38 @@ def attention_backends(path: str) -> None:
         report(f"{backend}_vs_sdpa", max((a - b).abs().max() for a, b in zip(outputs[backend], outputs["sdpa"])))
 
 
+RECOMPUTE_CASES = {  # name: (recompute, recompute_encoder, recompute_lm)
+    "selective": ("selective", None, None),
+    "full": ("full", None, None),
+    "mlp_core_attn": ("mlp,core_attn", None, None),
+    "lm_mlp": ("none", None, "mlp"),
+    "encoder_full": ("none", "full", None),
+}
+
+
 def recompute_modes(path: str) -> None:
-    """Selective and full activation recomputation give the same loss and encoder grads."""
+    """Every recompute choice gives the same loss and encoder grads as none, and a per-model
+    choice reaches only its model (an MLP recomputed in backward runs its forward twice)."""
     arch = ModelArch.from_hf(path)
     results = {}
-    for mode in ("none", "selective", "full"):
+    for name, (both, enc, lm) in {"none": ("none", None, None), **RECOMPUTE_CASES}.items():
         model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
-                                        params_dtype=torch.float32, device=DEVICE, recompute=mode)
+                                        params_dtype=torch.float32, device=DEVICE, recompute=both,
+                                        recompute_encoder=enc, recompute_lm=lm)
         load_hf_into_lm(model.lm, path)
         load_hf_into_encoder(model.encoder, path)
+        calls = {"lm": 0, "encoder": 0}
+        for role, module in (("lm", model.lm), ("encoder", model.encoder)):
+            module.decoder.layers[0].mlp.register_forward_hook(
+                lambda *_, role=role: calls.__setitem__(role, calls[role] + 1))
         loss = model(splice_batch())
         loss.sum().backward()
-        results[mode] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
-    for mode in ("selective", "full"):
-        report(f"recompute_{mode}_loss", (results[mode][0] - results["none"][0]).abs().max())
-        report(f"recompute_{mode}_grad", (results[mode][1] - results["none"][1]).abs().max())
+        results[name] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
+        report(f"recompute_{name}_lm_mlp_forwards", calls["lm"], collective=False)
+        report(f"recompute_{name}_encoder_mlp_forwards", calls["encoder"], collective=False)
+    for name in RECOMPUTE_CASES:
+        report(f"recompute_{name}_loss", (results[name][0] - results["none"][0]).abs().max())
+        report(f"recompute_{name}_grad", (results[name][1] - results["none"][1]).abs().max())
 
 
 def main() -> None:

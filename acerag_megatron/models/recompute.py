@@ -1,0 +1,34 @@
+"""Activation-recompute specs: the flag value -> Megatron TransformerConfig fields.
+
+Kept free of Megatron imports so argument parsing can validate a spec cheaply.
+"""
+from __future__ import annotations
+
+RECOMPUTE_CHOICES = ("none", "selective", "full")
+# Megatron's selective-recompute modules that apply to a dense model. 'layernorm' is left out:
+# megatron-core 0.16.1's CheckpointWithoutOutput takes its fp8 branch unless Transformer Engine
+# is importable, and the frozen LM saves no norm outputs anyway (its linears need no inputs).
+RECOMPUTE_MODULES = ("core_attn", "mlp")
+
+
+def recompute_kwargs(recompute: str) -> dict:
+    """TransformerConfig fields for a recompute spec.
+
+    'none'; 'full' (every layer, uniform); 'selective' (= core_attn); or a comma list of
+    RECOMPUTE_MODULES for selective recompute of those pieces, e.g. 'mlp' (the frozen LM then
+    keeps the MLP input instead of its fc1 output: 2 x ffn / hidden less per token and layer, for
+    one more MLP forward in the backward).
+
+    Raises:
+        ValueError: on an unknown mode or module.
+    """
+    if recompute == "none":
+        return {}
+    if recompute == "full":
+        return dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    modules = ["core_attn"] if recompute == "selective" else [m.strip() for m in recompute.split(",") if m.strip()]
+    unknown = [m for m in modules if m not in RECOMPUTE_MODULES]
+    if unknown or not modules:
+        raise ValueError(f"recompute: unknown value {recompute!r}, expected one of {RECOMPUTE_CHOICES} "
+                         f"or a comma list of {RECOMPUTE_MODULES}")
+    return dict(recompute_granularity="selective", recompute_modules=modules)
