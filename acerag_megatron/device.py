@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 ATTENTION_BACKENDS = ("auto", "te", "sdpa", "flash", "flex", "unfused")
+COMPILED_KERNELS = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +25,14 @@ class DeviceInfo:
     (FlexAttention block masks) or 'unfused' (Megatron's DotProductAttention, a reference)."""
     megatron_core: str
     """Installed megatron-core version."""
+    compiled_kernels: bool = False
+    """SwiGLU and RoPE run as torch.compile'd fused kernels (local spec; TE fuses its own)."""
 
     def describe(self) -> str:
         """One line for the start-up summary."""
         return (f"device={self.device} dist={self.dist_backend} te={'yes' if self.use_te else 'no'} "
-                f"attention={self.attention_backend} megatron-core={self.megatron_core} torch={torch.__version__}")
+                f"attention={self.attention_backend} compiled-kernels={'on' if self.compiled_kernels else 'off'} "
+                f"megatron-core={self.megatron_core} torch={torch.__version__}")
 
 
 def _te_importable() -> bool:
@@ -47,12 +51,21 @@ def _flex_available() -> bool:
     return True
 
 
-def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_device(attention_backend: str = "auto", compiled_kernels: str = "off") -> DeviceInfo:
     """Resolve the device, distributed backend, layer-spec flavour and attention backend.
 
     Args:
         attention_backend: 'auto' (TE where usable, else FlexAttention on a GPU, SDPA on CPU), 'te', 'sdpa',
             'flash', 'flex' or 'unfused'.
+        compiled_kernels: 'auto' (on for a GPU with Triton and the local spec), 'on' or 'off'.
 
     Returns:
         The resolved DeviceInfo. On CPU the megatron-core compatibility patches are applied.
@@ -77,6 +90,15 @@ def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
         resolved = attention_backend
     # A non-TE attention choice also selects the local spec, so the choice is honoured.
     use_te = use_te and resolved == "te"
+    if compiled_kernels not in COMPILED_KERNELS:
+        raise ValueError(f"compiled_kernels: unknown value {compiled_kernels!r}, expected one of {COMPILED_KERNELS}")
+    # torch.compile also works on CPU (C++ codegen, what the tests check) but gains little there.
+    compile_on = compiled_kernels == "on" or (compiled_kernels == "auto" and cuda and _triton_available())
+    compile_on = compile_on and not use_te
+    if compile_on:
+        from acerag_megatron.models.rope import use_compiled_rope
+
+        use_compiled_rope()
     from megatron.core import package_info
 
     if not cuda:
@@ -84,4 +106,5 @@ def resolve_device(attention_backend: str = "auto") -> DeviceInfo:
 
         apply_cpu_compat()
     return DeviceInfo(device="cuda" if cuda else "cpu", dist_backend="nccl" if cuda else "gloo",
-                      use_te=use_te, attention_backend=resolved, megatron_core=package_info.__version__)
+                      use_te=use_te, attention_backend=resolved, megatron_core=package_info.__version__,
+                      compiled_kernels=compile_on)

@@ -80,6 +80,12 @@ def test_recompute_reaches_the_chosen_model(checks, name, lm, encoder):
     assert checks[f"recompute_{name}_encoder_mlp_forwards"] == encoder
 
 
+def test_compiled_kernels_match_eager(checks):
+    assert checks["eager_uses_compiled_swiglu"] == 0 and checks["compiled_uses_compiled_swiglu"] == 1
+    assert checks["compiled_kernels_loss"] <= 1e-6
+    assert checks["compiled_kernels_grad"] <= 1e-6
+
+
 def test_single_process_without_torchrun():
     """initialize_parallel makes its own 1-rank gloo group when no torchrun environment is set."""
     import os

@@ -33,7 +33,8 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     sub = spec.submodules
     sub.input_layernorm = norm
     sub.pre_mlp_layernorm = norm
-    sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules)
+    sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules,
+                         params={"compiled_kernels": device_info.compiled_kernels})
     attn = sub.self_attention.submodules
     backend = device_info.attention_backend
     if backend == "flex":

@@ -78,6 +78,8 @@ class TrainArguments:
                                              default=None)
     recompute_lm: Optional[str] = _help("Recompute spec for the frozen LM (default: --recompute).", default=None)
     attention_backend: str = _help("auto | flex | sdpa | te | flash | unfused.", default="auto")
+    compiled_kernels: str = _help("auto | on | off: SwiGLU and RoPE as torch.compile'd fused kernels "
+                                  "(auto: on for a GPU without Transformer Engine).", default="auto")
     use_distributed_optimizer: Optional[bool] = _help("Shard optimizer state over data parallel ranks.", default=None)
     bf16: Optional[bool] = _help("bf16 weights with fp32 main params (default: on for GPU, off on CPU).", default=None)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
@@ -108,6 +110,8 @@ class TrainArguments:
                     recompute_kwargs(getattr(self, flag))
                 except ValueError as e:
                     raise ValueError(f"--{flag}: {e}") from None
+        if self.compiled_kernels not in ("auto", "on", "off"):
+            raise ValueError(f"--compiled_kernels must be auto|on|off, got {self.compiled_kernels!r}")
         if self.window_impl not in ("packed", "loop"):
             raise ValueError(f"--window_impl must be packed|loop, got {self.window_impl!r}")
         if self.save_strategy not in ("epoch", "steps", "no"):

@@ -48,7 +48,7 @@ class Trainer:
 
     def __init__(self, args: TrainArguments, *, dataset=None, archs=None, load_weights: bool = True):
         self.args = args
-        self.device = resolve_device(args.attention_backend)
+        self.device = resolve_device(args.attention_backend, args.compiled_kernels)
         if args.bf16 is None:
             args.bf16 = self.device.device == "cuda"
         initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed, self.device)

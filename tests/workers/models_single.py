@@ -239,6 +239,24 @@ def recompute_modes(path: str) -> None:
         report(f"recompute_{name}_grad", (results[name][1] - results["none"][1]).abs().max())
 
 
+def compiled_kernels(path: str) -> None:
+    """Compiled SwiGLU and RoPE give the eager loss and encoder gradients (run last: routing
+    Megatron's RoPE through the compiled kernel is process-wide)."""
+    arch = ModelArch.from_hf(path)
+    results = {}
+    for name, device in (("eager", DEVICE), ("compiled", resolve_device("sdpa", "on"))):
+        model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                        params_dtype=torch.float32, device=device)
+        load_hf_into_lm(model.lm, path)
+        load_hf_into_encoder(model.encoder, path)
+        loss = model(splice_batch())
+        loss.sum().backward()
+        results[name] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
+        report(f"{name}_uses_compiled_swiglu", float(model.lm.decoder.layers[0].mlp.compiled_kernels), collective=False)
+    report("compiled_kernels_loss", (results["compiled"][0] - results["eager"][0]).abs().max())
+    report("compiled_kernels_grad", (results["compiled"][1] - results["eager"][1]).abs().max())
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(1, 1)
@@ -250,6 +268,7 @@ def main() -> None:
     sharded_export(paths["llama"], workdir)
     attention_backends(paths["qwen3"])
     recompute_modes(paths["llama"])
+    compiled_kernels(paths["qwen3"])
 
 
 if __name__ == "__main__":
