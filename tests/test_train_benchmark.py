@@ -14,7 +14,7 @@ def test_tiny_benchmark_prints_json(mode, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "tools/benchmark.py", "--model", "tiny", "--mode", mode, "--steps", "2",
-                           "--warmup", "1", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
+                           "--warmup", "1", "--profile-steps", "1", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -23,3 +23,8 @@ def test_tiny_benchmark_prints_json(mode, tmp_path):
     assert result["device"].startswith("device=cpu")
     if mode == "pretrain":
         assert result["lm_tokens_packed"] < result["lm_tokens_loop"]
+    profile = result["profile"]
+    shares = {name: row["share"] for name, row in profile["by_category"].items()}
+    assert abs(sum(shares.values()) - 1) < 1e-6
+    assert shares["gemm"] > 0 and shares["attention"] > 0
+    assert "where the CPU time goes" in proc.stderr

@@ -26,6 +26,8 @@ def main(argv=None):
     p.add_argument("--seq-len", type=int, default=None, help="pretrain document length (default 8192 / 7000)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="after the timed steps, profile this many more and add where the time goes to the JSON")
     p.add_argument("--output", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
     if "RANK" not in os.environ:  # single process without torchrun
@@ -36,10 +38,16 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     from acerag_megatron.training.benchmark import run_benchmark, to_json
 
-    result = run_benchmark(a.model, a.mode, a.seq_len, a.steps, a.warmup, extra)
+    result = run_benchmark(a.model, a.mode, a.seq_len, a.steps, a.warmup, extra, profile_steps=a.profile_steps)
     text = to_json(result)
     if int(os.environ.get("RANK", "0")) == 0:
         print(text, flush=True)
+        if "profile" in result:  # the same breakdown, readable, on stderr
+            prof = result["profile"]
+            kind = "device" if prof["device_time"] else "CPU"
+            print(f"where the {kind} time goes ({prof['total_ms_per_step']:.1f} ms per step):", file=sys.stderr)
+            for name, row in prof["by_category"].items():
+                print(f"  {name:18s} {row['share']:6.1%}  {row['ms_per_step']:9.2f} ms", file=sys.stderr)
         if a.output:
             tmp = Path(a.output + ".tmp")
             tmp.write_text(text + "\n")

@@ -19,6 +19,7 @@ from acerag_megatron.data.finetune import FinetuneSample
 from acerag_megatron.data.indices import chunk_indices
 from acerag_megatron.data.window import build_window_sample
 from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.training import step_profile
 
 SHAPES = {
     "llama2-7b": dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
@@ -94,7 +95,8 @@ def packed_lm_tokens(sample) -> int:
     return sum(len(z) for z in sample.selected) + sum(e - s for s, e in sample.segments[1:])
 
 
-def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup: int, extra_args: list[str]) -> dict:
+def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup: int, extra_args: list[str],
+                  profile_steps: int = 0) -> dict:
     import torch.distributed as dist
 
     from acerag_megatron.parallel import destroy_parallel
@@ -113,6 +115,9 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         trainer = Trainer(args, dataset=SyntheticDataset(sample), archs=(arch, arch), load_weights=False)
         results = [trainer.train_step() for _ in range(steps + warmup)][warmup:]
         mem = trainer.memory_gib()
+        # Profiled after the timed steps so the profiler's overhead stays out of the figures.
+        profile = step_profile.profile_steps(trainer.train_step, profile_steps, trainer.device.device == "cuda") \
+            if profile_steps else None
         device = trainer.device.describe()
         world = dist.get_world_size()
         destroy_parallel()
@@ -130,6 +135,8 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         "recompute_encoder": args.recompute_encoder or args.recompute,
         "recompute_lm": args.recompute_lm or args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
     }
+    if profile:
+        out["profile"] = profile
     if mode == "pretrain":
         out.update(seq_len=seq_len, lm_tokens_packed=packed_lm_tokens(sample), lm_tokens_loop=loop_lm_tokens(sample),
                    ratios=sample.ratios)
