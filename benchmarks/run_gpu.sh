@@ -3,7 +3,10 @@
 #   - megatron-core comes from a cp312 wheel placed in .whl/ when it is not installed
 #     (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl megatron-core==0.16.1);
 #   - tools/benchmark.py runs both models x both modes at real shapes with random weights,
-#     each in its own process under a timeout, and writes JSON + logs to $RESULTS.
+#     each in its own process under a timeout, and writes JSON + logs to $RESULTS;
+#     pretraining runs also profile where the time goes (PROFILE_STEPS, 0 = off);
+#   - with AB=1 (default) two A/B runs on the first model follow: eager instead of compiled
+#     SwiGLU/RoPE kernels, and encoder-only full recompute (memory).
 # Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
 #        MODELS=tiny PRETRAIN_BACKEND=sdpa bash benchmarks/run_gpu.sh   (dry run on a CPU)
 set -uo pipefail
@@ -31,12 +34,22 @@ run() {
   local rc=$?
   echo "== $name rc=$rc $((SECONDS - t0))s"
   if [ -f "$RESULTS/$name.json" ]; then
-    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')})" "$RESULTS/$name.json"
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')}); p=r.get('profile'); p and print('  time:', ', '.join(f'{k} {v[\"share\"]:.0%}' for k, v in p['by_category'].items()))" "$RESULTS/$name.json"
   else
     tail -n 15 "$RESULTS/$name.log"
   fi
 }
+PRETRAIN=(--mode pretrain --steps "${STEPS:-4}" --warmup 2)
 for M in $MODELS; do
-  run "${M}_pretrain" --model "$M" --mode pretrain --steps "${STEPS:-4}" --warmup 2 -- --attention_backend "$PRETRAIN_BACKEND"
-  run "${M}_finetune" --model "$M" --mode finetune --steps "${STEPS:-8}" --warmup 3 -- --attention_backend "$FINETUNE_BACKEND"
+  run "${M}_pretrain" --model "$M" "${PRETRAIN[@]}" --profile-steps "${PROFILE_STEPS:-1}" \
+    -- --attention_backend "$PRETRAIN_BACKEND"
+  run "${M}_finetune_mbs4" --model "$M" --mode finetune --steps "${STEPS:-6}" --warmup 2 \
+    -- --attention_backend "$FINETUNE_BACKEND" --per_device_train_batch_size 4
 done
+if [ "${AB:-1}" = 1 ]; then
+  M=${MODELS%% *}
+  run "${M}_pretrain_eager_kernels" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
+    --compiled_kernels off
+  run "${M}_pretrain_recompute_encoder" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
+    --recompute_encoder full
+fi
