@@ -83,7 +83,14 @@ def test_recompute_reaches_the_chosen_model(checks, name, lm, encoder):
 def test_compiled_kernels_match_eager(checks):
     assert checks["eager_uses_compiled_swiglu"] == 0 and checks["compiled_uses_compiled_swiglu"] == 1
     assert checks["compiled_kernels_loss"] <= 1e-6
-    assert checks["compiled_kernels_grad"] <= 1e-6
+    assert checks["compiled_kernels_grad_rel"] <= 1e-5  # fused reductions sum in another order
+
+
+@pytest.mark.parametrize("role", ["lm", "encoder"])
+def test_layers_save_only_what_backward_needs(checks, role):
+    """A frozen layer keeps no linear inputs and V does not pin the fused QKV output."""
+    excess = checks[f"saved_{role}_excess_floats_per_token"]
+    assert 0 <= excess <= checks[f"saved_{role}_slack_floats_per_token"]
 
 
 def test_single_process_without_torchrun():

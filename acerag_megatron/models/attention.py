@@ -64,7 +64,10 @@ class SDPAttention(MegatronModule):
         if packed_seq_params is not None or attention_bias is not None:
             raise ValueError(f"{type(self).__name__} supports neither packed_seq_params nor attention_bias")
         sq, b, h, d = query.shape
-        q_bhsd, k_bgsd, v_bgsd = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        # Megatron's value is a view into the fused QKV projection output; saved as is for the
+        # backward, it would keep all of Q, K and V alive (q and k are fresh RoPE outputs), 2x
+        # hidden more per token and layer for multi-head attention. A copy of V frees the rest.
+        q_bhsd, k_bgsd, v_bgsd = (t.permute(1, 2, 0, 3) for t in (query, key, value.contiguous()))
         causal = (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
         out_bhsd = self.attend(q_bhsd, k_bgsd, v_bgsd, attention_mask, causal)
         return out_bhsd.permute(2, 0, 1, 3).reshape(sq, b, h * d)

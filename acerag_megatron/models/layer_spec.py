@@ -29,7 +29,7 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     if device_info.use_te:
         return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
     spec = copy.deepcopy(get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=arch.qk_norm))
-    norm = ModuleSpec(module=RMSNorm)
+    norm = ModuleSpec(module=RMSNorm, params={"compiled_kernels": device_info.compiled_kernels})
     sub = spec.submodules
     sub.input_layernorm = norm
     sub.pre_mlp_layernorm = norm

@@ -20,6 +20,7 @@ from acerag_megatron.device import resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.weights import export as export_module  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
+from acerag_megatron.models.rope import rotary_for_positions  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  # noqa: E402
@@ -254,7 +255,48 @@ def compiled_kernels(path: str) -> None:
         results[name] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
         report(f"{name}_uses_compiled_swiglu", float(model.lm.decoder.layers[0].mlp.compiled_kernels), collective=False)
     report("compiled_kernels_loss", (results["compiled"][0] - results["eager"][0]).abs().max())
-    report("compiled_kernels_grad", (results["compiled"][1] - results["eager"][1]).abs().max())
+    grad_diff = (results["compiled"][1] - results["eager"][1]).abs().max()
+    report("compiled_kernels_grad_rel", grad_diff / results["eager"][1].abs().max())
+
+
+def saved_activations() -> None:
+    """Bytes one layer keeps for its backward, per token, with compiled kernels, against the
+    minimum the math needs. Frozen LM layer: both norm inputs (2h), q (h), k and v (g*d each),
+    the attention output (h) and the fc1 output (2 ffn). The trainable encoder layer adds its
+    linears' inputs: qkv and fc1 inputs (h each), the SwiGLU output (ffn) and the proj input
+    (h), which aliases the attention output when the SDPA kernel returns a [b, s, h, d] layout,
+    so it counts as slack there. Small per-token terms (norm scales, softmax statistics, RoPE
+    angles) get a slack of 2 d + heads + 4 floats."""
+    heads, groups, d, ffn, seq = 4, 2, 16, 160, 64
+    hidden = heads * d
+    arch = ModelArch.from_config_dict(dict(
+        model_type="llama", vocab_size=VOCAB, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=2,
+        num_attention_heads=heads, num_key_value_heads=groups, head_dim=d, rms_norm_eps=1e-6, rope_theta=1e4,
+        tie_word_embeddings=False, max_position_embeddings=1024), source="saved-activations")
+    model = build_compressive_model(arch, arch, 1, tp=1, pp=1, sequence_parallel=False, params_dtype=torch.float32,
+                                    device=resolve_device("sdpa", "on"))
+    frozen_need = 2 * hidden + hidden + 2 * groups * d + hidden + 2 * ffn
+    need = {"lm": frozen_need, "encoder": frozen_need + 2 * hidden + ffn}
+    slack = {"lm": 2 * d + heads + 4, "encoder": 2 * d + heads + 4 + hidden}
+    for role, stack in (("lm", model.lm), ("encoder", model.encoder)):
+        params = {p.untyped_storage().data_ptr() for p in stack.parameters()}
+        storages, alive = {}, []
+
+        def pack(t):
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                storages[st.data_ptr()] = st.nbytes()
+            alive.append(t)  # freed storages would let a later tensor reuse an address
+            return t
+
+        x = torch.randn(seq, 1, hidden, requires_grad=True)
+        rotary = rotary_for_positions(stack.rotary_pos_emb, torch.arange(seq)[None])
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = stack.decoder.layers[0](hidden_states=x, attention_mask=None, rotary_pos_emb=rotary)
+        del out, alive
+        floats_per_token = sum(storages.values()) / 4 / seq
+        report(f"saved_{role}_excess_floats_per_token", floats_per_token - need[role], collective=False)
+        report(f"saved_{role}_slack_floats_per_token", slack[role], collective=False)
 
 
 def main() -> None:
@@ -269,6 +311,7 @@ def main() -> None:
     attention_backends(paths["qwen3"])
     recompute_modes(paths["llama"])
     compiled_kernels(paths["qwen3"])
+    saved_activations()
 
 
 if __name__ == "__main__":
