@@ -6,6 +6,7 @@ import json
 import math
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -91,6 +92,11 @@ class Trainer:
         self._resume()
         self.sampler.consumed_samples = self.consumed
         self._batches = iter(self.sampler)
+        # The next step's micro-batches are collated on a thread while this step runs on the
+        # device: the packed window mask alone is 118 MB of booleans for an 8192-token sample.
+        # Checkpoints record consumed samples, not the iterator, so reading ahead is safe.
+        self._collator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate")
+        self._next_mbs = None
         self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to)
         self.reporter.start_step = self.step
         self._stop_requested = False
@@ -166,9 +172,18 @@ class Trainer:
         inputs = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         return model(inputs), make_loss_func(inputs)
 
+    def _microbatches(self) -> list[dict]:
+        mbs = self._next_mbs.result() if self._next_mbs is not None else self._step_microbatches()
+        if self.step + 1 < self.total_steps:
+            self._next_mbs = self._collator.submit(self._step_microbatches)
+        else:
+            self._next_mbs = None
+        return mbs
+
     def train_step(self) -> dict:
-        mbs = self._step_microbatches()
+        # Timed from before the data arrive: a step that waits for collation counts the wait.
         t0 = time.time()
+        mbs = self._microbatches()
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         reduced = get_forward_backward_func()(
