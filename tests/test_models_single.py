@@ -62,6 +62,7 @@ def test_attention_backends_agree(checks):
     for backend in ("sdpa", "flex", "unfused"):
         assert checks[f"{backend}_left_pad_finite"] == 1
         assert checks[f"{backend}_refilled_mask_vs_causal"] <= TOL
+        assert checks[f"{backend}_packed_spec_vs_dense"] <= TOL
         assert checks[f"{backend}_left_pad_real_rows_vs_sdpa_causal"] <= TOL
 
 

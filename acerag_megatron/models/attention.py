@@ -3,7 +3,8 @@
 Megatron's local DotProductAttention materialises the score matrix (2.2x slower, 2x the
 memory on GPU); these modules are drop-ins for the spec's `core_attention` slot.
 Shapes: s sequence, b batch, h heads (this TP rank), g query groups, d head dim.
-Mask convention (Megatron's): bool broadcastable to [b, 1, sq, sk], True = masked; None = causal.
+Masks: None = causal; Megatron's dense bool broadcastable to [b, 1, sq, sk], True = masked; or
+a packed-row spec [b, 2, s] (see packed_mask.py), which FlexAttention reads directly.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
+
+from acerag_megatron.models import packed_mask
 
 
 class _AllowedMaskCache:
@@ -28,7 +31,9 @@ class _AllowedMaskCache:
 
     def get(self, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.key is None or self.key[0] is not attention_mask or self.key[1] != attention_mask._version:
-            allowed = ~attention_mask
+            dense = packed_mask.dense_masked(attention_mask) if packed_mask.is_packed_mask(attention_mask) \
+                else attention_mask
+            allowed = ~dense
             # Applied unconditionally: testing first would cost a device sync.
             none_allowed = ~allowed.any(dim=-1, keepdim=True)
             eye = torch.eye(allowed.shape[-2], allowed.shape[-1], dtype=torch.bool, device=allowed.device)
@@ -113,6 +118,9 @@ class _BlockMaskCache:
             def mask_mod(b, h, q_idx, kv_idx):
                 return q_idx >= kv_idx
             self.block_mask = create_block_mask(mask_mod, None, None, sq, sk, device=device)
+        elif packed_mask.is_packed_mask(attention_mask):
+            spec = attention_mask.expand(batch, 2, sq)
+            self.block_mask = create_block_mask(packed_mask.mask_mod(spec), batch, None, sq, sk, device=device)
         else:
             allowed = ~attention_mask.expand(batch, 1, sq, sk)
 

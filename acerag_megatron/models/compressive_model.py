@@ -7,7 +7,8 @@ Shapes: B/Be batch, S/Se sequence, H hidden, P spliced rows.
 Batch keys (torch tensors):
   enc_input_ids [Be, Se] long, enc_position_ids [Be, Se], enc_attention_mask None or bool
   [Be, 1, Se, Se] (True = masked), enc_gather_index [P] long: flat row b*Se+s of the encoder output;
-  lm_input_ids [B, S], lm_position_ids [B, S], lm_attention_mask None or bool [B, 1, S, S],
+  lm_input_ids [B, S], lm_position_ids [B, S], lm_attention_mask None, bool [B, 1, S, S] or a
+  packed-row spec long [B, 2, S] (models/packed_mask.py),
   splice_index [P] long: flat row b*S+s of the LM input receiving the i-th gathered state;
   labels [B, S] long, already shifted (labels[b, t] is predicted at t), -100 = ignore.
 P may be 0 (the encoder is then skipped). Every stage needs lm_position_ids and

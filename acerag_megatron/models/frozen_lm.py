@@ -14,6 +14,7 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import padded_vocab_size
 from acerag_megatron.models.head_loss import frozen_head_cross_entropy
 from acerag_megatron.models.layer_spec import block_spec
+from acerag_megatron.models.packed_mask import dense_masked, is_packed_mask
 from acerag_megatron.models.rope import rotary_for_positions
 
 IGNORE_INDEX = -100
@@ -35,6 +36,9 @@ class FrozenLM(GPTModel):
             rotary_base=arch.rope_theta, parallel_output=True)
         self.arch = arch
         self.real_vocab_size = arch.vocab_size
+        # Our SDPA and Flex modules read packed-row mask specs; TE and Megatron's own attention
+        # need the dense matrix.
+        self.dense_masks = device_info.attention_backend in ("te", "unfused")
         for param in self.parameters():
             param.requires_grad_(False)
 
@@ -50,7 +54,8 @@ class FrozenLM(GPTModel):
         Args:
             input_ids: [B, S]; used on the first stage when decoder_input is None.
             position_ids: [B, S] explicit positions (needed on every stage for RoPE).
-            attention_mask: None (causal) or bool broadcastable to [B, 1, S, S], True = masked.
+            attention_mask: None (causal), bool broadcastable to [B, 1, S, S] (True = masked) or a
+                packed-row spec [B, 2, S] (models/packed_mask.py).
             decoder_input: [S, B, H] input embeddings (first stage), SP-scattered if sequence parallel.
             labels: [B, S] already shifted targets, -100 = ignore (last stage).
 
@@ -60,6 +65,8 @@ class FrozenLM(GPTModel):
         """
         if decoder_input is None and self.pre_process:
             decoder_input = self.embed(input_ids, position_ids)
+        if self.dense_masks and is_packed_mask(attention_mask):
+            attention_mask = dense_masked(attention_mask)
         rotary = rotary_for_positions(self.rotary_pos_emb, position_ids)
         hidden_SBH = self.decoder(hidden_states=decoder_input, attention_mask=attention_mask, rotary_pos_emb=rotary)
         if not self.post_process:

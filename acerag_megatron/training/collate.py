@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from acerag_megatron import PRETRAIN_PLACEHOLDER_TOKEN_ID
+from acerag_megatron.models.packed_mask import allowed_pairs, packed_mask
 
 IGNORE_INDEX = -100
 
@@ -166,21 +167,21 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
     lab = np.full(width, IGNORE_INDEX, dtype=np.int64)
     group = np.zeros(width, dtype=np.int64)
     ids[:c_len] = PRETRAIN_PLACEHOLDER_TOKEN_ID
-    allowed = np.zeros((width, width), dtype=bool)
-    allowed[:c_len, :c_len] = np.tril(np.ones((c_len, c_len), dtype=bool))
+    # Segment 0 is the compressed prefix (causal over itself); window k is segment k and also
+    # sees C_<k; each pad token is its own segment (see models/packed_mask.py).
+    segment = -1 - np.arange(width, dtype=np.int64)
+    prefix_end = np.zeros(width, dtype=np.int64)
+    segment[:c_len] = 0
     at = c_len
     for k, w in enumerate(windows, start=1):
         n = len(w)
         ids[at:at + n] = w
         pos[at:at + n] = mu[k] + np.arange(n)
-        allowed[at:at + n, : mu[k]] = True
-        allowed[at:at + n, at:at + n] = np.tril(np.ones((n, n), dtype=bool))
+        segment[at:at + n], prefix_end[at:at + n] = k, mu[k]
         # The last memory vector in front of window k predicts its first token.
         lab[mu[k] - 1], group[mu[k] - 1] = w[0], k - 1
         lab[at:at + n - 1], group[at:at + n - 1] = w[1:], k - 1
         at += n
-    pad = np.arange(total, width)
-    allowed[pad, pad] = True  # padding rows see only themselves
     valid = int((lab != IGNORE_INDEX).sum())
     wts = np.where(lab != IGNORE_INDEX, scale / max(valid, 1), 0.0).astype(np.float32)
     return {
@@ -190,7 +191,7 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
         "enc_gather_index": torch.from_numpy(mem),
         "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
         "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "lm_attention_mask": torch.from_numpy(~allowed).view(1, 1, width, width),
+        "lm_attention_mask": packed_mask(segment, prefix_end),
         "splice_index": torch.arange(c_len, dtype=torch.long),
         "labels": torch.from_numpy(lab).unsqueeze(0),
         "loss_weight": torch.from_numpy(wts).unsqueeze(0),
@@ -199,7 +200,7 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
         "loss_scale": scale,
         "enc_real_lengths": [len(r) for r in enc.rows],
         "lm_real_lengths": [total],
-        "lm_attention_pairs": int(allowed[:total, :total].sum()),
+        "lm_attention_pairs": allowed_pairs(segment[:total], prefix_end[:total]),
     }
 
 
@@ -218,25 +219,23 @@ def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: 
     lab = torch.full((width,), IGNORE_INDEX, dtype=torch.long)
     wts = torch.zeros(width, dtype=torch.float32)
     group = torch.zeros(width, dtype=torch.long)
-    allowed = np.zeros((width, width), dtype=bool)
+    segment = -1 - np.arange(width, dtype=np.int64)  # sample b is segment b; pads are their own
     splice, at = [], 0
     for b, (smp, n) in enumerate(zip(samples, lengths)):
         ids[at:at + n] = smp.input_ids
         pos[at:at + n] = np.arange(n)
-        allowed[at:at + n, at:at + n] = np.tril(np.ones((n, n), dtype=bool))
+        segment[at:at + n] = b
         lab[at:at + n] = rows["labels"][b, :n]
         wts[at:at + n] = rows["loss_weight"][b, :n]
         group[at:at + n] = b
         p = sum(len(ix) for ix in smp.encoder_indices)
         splice.append(at + smp.placeholder_start + np.arange(p))
         at += n
-    pad = np.arange(total, width)
-    allowed[pad, pad] = True  # padding rows see only themselves
     return {
         **rows,
         "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
         "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "lm_attention_mask": torch.from_numpy(~allowed).view(1, 1, width, width),
+        "lm_attention_mask": packed_mask(segment, np.zeros(width, dtype=np.int64)),
         "splice_index": torch.from_numpy(np.concatenate(splice).astype(np.int64)),
         "labels": lab.unsqueeze(0),
         "loss_weight": wts.unsqueeze(0),

@@ -176,12 +176,14 @@ def sharded_export(path: str, workdir: str) -> None:
 
 
 def attention_backends(path: str) -> None:
-    """FlexAttention and Megatron's unfused attention agree with SDPA (causal, packed, left padding)."""
+    """FlexAttention and Megatron's unfused attention agree with SDPA (causal, packed as a dense
+    mask and as a packed-row spec, left padding)."""
     arch = ModelArch.from_hf(path)
     ids, pos = tokens(2, 22, seed=9)
     doc = torch.tensor([0] * 9 + [1] * 13)
     allowed = (doc[:, None] == doc[None, :]) & torch.ones(22, 22, dtype=torch.bool).tril()
     packed_mask = ~allowed.view(1, 1, 22, 22)
+    doc_spec = torch.stack([doc, torch.zeros(22, dtype=torch.long)]).unsqueeze(0)  # the same mask, packed form
     left_pad = torch.ones(2, 1, 22, 22, dtype=torch.bool).tril().logical_not()
     left_pad[1, :, :, :4] = True  # row 1 starts with 4 padding tokens: its first rows mask every key
     outputs = {}
@@ -191,7 +193,8 @@ def attention_backends(path: str) -> None:
         lm = build_for_role(arch, "lm", arch.num_layers, tp=1, pp=1, device=info).eval()
         load_hf_into_lm(lm, path)
         with torch.no_grad():
-            outputs[backend] = [lm(input_ids=ids, position_ids=pos, attention_mask=m) for m in (None, packed_mask)]
+            outputs[backend] = [lm(input_ids=ids, position_ids=pos, attention_mask=m)
+                                for m in (None, packed_mask, doc_spec)]
             padded = lm(input_ids=ids, position_ids=pos, attention_mask=left_pad)
             # The per-mask caches must notice an in-place refill of the same tensor.
             refilled = packed_mask.clone()
@@ -199,6 +202,7 @@ def attention_backends(path: str) -> None:
             refilled.copy_(torch.ones(22, 22, dtype=torch.bool).tril().logical_not())
             causal_again = lm(input_ids=ids, position_ids=pos, attention_mask=refilled)
         report(f"{backend}_refilled_mask_vs_causal", (causal_again - outputs[backend][0]).abs().max())
+        report(f"{backend}_packed_spec_vs_dense", (outputs[backend][2] - outputs[backend][1]).abs().max())
         report(f"{backend}_left_pad_finite", float(torch.isfinite(padded).all()))
         report(f"{backend}_left_pad_real_rows_vs_sdpa_causal",
                (padded[0] - outputs["sdpa"][0][0]).abs().max())  # row 0 has no padding

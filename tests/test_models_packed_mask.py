@@ -1,0 +1,80 @@
+"""Packed-row mask specs against masks written out pair by pair from the rules of the packed
+window formulation and of document-masked finetune rows."""
+import numpy as np
+import torch
+
+from acerag_megatron.data.finetune import FinetuneSample
+from acerag_megatron.data.window import WindowSample
+from acerag_megatron.models.packed_mask import dense_masked, is_packed_mask, mask_mod
+from acerag_megatron.training.collate import collate_finetune_packed, collate_window_packed
+
+
+def _window_sample():
+    """Five windows with a short last one; ratios 8, 4, 2, 1 (stride selection)."""
+    tokens = np.arange(150, dtype=np.int64) + 10
+    segments = [(0, 32), (32, 64), (64, 96), (96, 128), (128, 150)]
+    ratios = [8, 4, 2, 1]
+    selected = [s + r * (np.arange((e - s) // r) + 1) - 1 for (s, e), r in zip(segments[:-1], ratios)]
+    return WindowSample(tokens=tokens, segments=segments, ratios=ratios + [1], selected=selected, groups=[(0, 128)])
+
+
+def _window_reference(smp, width):
+    """allowed[q, k]: C tokens see earlier C tokens; W_i sees C_<i and itself causally; pads
+    see themselves."""
+    sizes = [len(z) for z in smp.selected]
+    c_len, mu = sum(sizes), np.cumsum([0] + sizes)
+    owner = []  # (kind, index) per token of the row
+    for i, n in enumerate(sizes):
+        owner += [("C", i)] * n
+    for k, (s, e) in enumerate(smp.segments[1:], start=1):
+        owner += [("W", k)] * (e - s)
+    total = len(owner)
+    allowed = np.zeros((width, width), dtype=bool)
+    for q in range(width):
+        for k in range(width):
+            if q >= total or k >= total:
+                allowed[q, k] = q == k
+            elif owner[q][0] == "C":
+                allowed[q, k] = owner[k][0] == "C" and k <= q
+            else:
+                i = owner[q][1]
+                allowed[q, k] = k < mu[i] or (owner[k] == owner[q] and k <= q)
+    assert mu[-1] == c_len
+    return allowed, total
+
+
+def _check(batch, allowed, total):
+    spec = batch["lm_attention_mask"]
+    assert is_packed_mask(spec) and spec.shape == (1, 2, allowed.shape[0])
+    assert torch.equal(dense_masked(spec)[0, 0], torch.from_numpy(~allowed))
+    s = allowed.shape[0]
+    q, k = torch.arange(s)[:, None], torch.arange(s)[None, :]
+    assert torch.equal(mask_mod(spec)(torch.tensor(0), torch.tensor(0), q, k), torch.from_numpy(allowed))
+    assert batch["lm_attention_pairs"] == int(allowed[:total, :total].sum())
+
+
+def test_window_row_spec_is_the_block_mask():
+    smp = _window_sample()
+    for multiple in (1, 8):  # 8: padded to a sequence-parallel multiple
+        batch = collate_window_packed(smp, pad_id=0, multiple=multiple)
+        allowed, total = _window_reference(smp, batch["lm_input_ids"].shape[1])
+        _check(batch, allowed, total)
+
+
+def test_finetune_row_spec_is_a_document_mask():
+    samples = []
+    for n, p in ((9, 2), (5, 1), (12, 3)):
+        ids = np.arange(n, dtype=np.int64) + 5
+        samples.append(FinetuneSample(input_ids=ids, labels=ids, placeholder_start=1,
+                                      encoder_chunks=[np.arange(8)], encoder_indices=[np.arange(p)], ratio=4))
+    batch = collate_finetune_packed(samples, pad_id=0, multiple=4)
+    width, bounds = batch["lm_input_ids"].shape[1], np.cumsum([0, 9, 5, 12])
+    allowed = np.eye(width, dtype=bool)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        allowed[a:b, a:b] = np.tril(np.ones((b - a, b - a), dtype=bool))
+    _check(batch, allowed, bounds[-1])
+
+
+def test_dense_masks_are_not_specs():
+    assert not is_packed_mask(None)
+    assert not is_packed_mask(torch.zeros(1, 1, 4, 4, dtype=torch.bool))
