@@ -71,17 +71,22 @@ def test_pretrain_checkpoints_and_exact_resume(assets, tmp_path):
 
 
 def test_parallel_layouts_give_the_same_losses(assets, tmp_path):
-    """DP=1 x 2 micro-batches, DP=2, TP=2 + sequence parallel, PP=2, both samples packed in one
+    """DP=1 x 2 micro-batches, DP=2 (gradient reduction overlapped with the backward, the
+    default, and after it), TP=2 + sequence parallel, PP=2, both samples packed in one
     document-masked row: same samples, same losses."""
-    layouts = {"dp1": (1, []), "dp2": (2, []), "packed": (1, ["--max_tokens_per_micro_batch", "100000"]),
+    layouts = {"dp1": (1, []), "dp2": (2, []), "dp2_no_overlap": (2, ["--overlap_grad_reduce", "False"]),
+               "packed": (1, ["--max_tokens_per_micro_batch", "100000"]),
                "tp2sp": (2, ["--tensor_model_parallel_size", "2", "--sequence_parallel"]),
-               "pp2": (2, ["--pipeline_model_parallel_size", "2"])}
+               "pp2": (2, ["--pipeline_model_parallel_size", "2"]),
+               # Two micro-batches per rank: the overlapped reduction must skip the first one.
+               "dp1_gb4": (1, ["--global_batch_size", "4"]), "dp2_gb4": (2, ["--global_batch_size", "4"])}
     losses = {}
     for name, (nproc, extra) in layouts.items():
         out = tmp_path / name
         run_torchrun(TRAINER, nproc, *_finetune_args(assets, out, "--max_steps", "3", "--global_batch_size", "2",
                                                      *extra))
         losses[name] = [r["loss"] for _, r in sorted(_metrics(out).items())]
+    assert losses.pop("dp2_gb4") == pytest.approx(losses.pop("dp1_gb4"), abs=2e-5)
     for name, got in losses.items():
         assert got == pytest.approx(losses["dp1"], abs=2e-5), name
     assert len(set(round(x, 6) for x in losses["dp1"])) > 1  # the encoder trains: losses move

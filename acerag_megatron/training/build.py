@@ -40,10 +40,17 @@ def wrap_ddp(args, model):
     module = Float16Module(config, model) if args.bf16 else model
     ddp = DistributedDataParallel(
         config=config,
-        ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+        ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True,
+                                                 overlap_grad_reduce=bool(args.overlap_grad_reduce),
                                                  use_distributed_optimizer=args.use_distributed_optimizer),
         module=module)
     config.finalize_model_grads_func = finalize_model_grads
+    if args.overlap_grad_reduce:
+        # Bucketed reductions start during the backward of the last micro-batch; the earlier
+        # ones accumulate locally. The encoder's backward runs last, so its gradient buckets
+        # reduce while the rest of it is still computing.
+        config.no_sync_func = ddp.no_sync
+        config.grad_sync_func = ddp.start_grad_sync
     return ddp
 
 

@@ -56,6 +56,8 @@ class Trainer:
         apply_optimizer_fixes()
         self.dp = ps.get_data_parallel_world_size()
         self.dp_rank = ps.get_data_parallel_rank()
+        if args.overlap_grad_reduce is None:
+            args.overlap_grad_reduce = self.dp > 1
         per_step = args.per_device_train_batch_size * self.dp
         self.global_batch = args.global_batch_size or per_step
         if self.global_batch % per_step:
@@ -130,7 +132,8 @@ class Trainer:
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
             f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder or a.recompute}, "
             f"LM {a.recompute_lm or a.recompute}; "
-            f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} AdamW",
+            f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} AdamW; "
+            f"grad reduce {'overlapped' if a.overlap_grad_reduce else 'after backward'}",
             f"  LM (frozen)    {a.language_model_name_or_path}: {self.lm_arch.num_layers} layers, hidden {self.lm_arch.hidden_size}",
             f"  encoder        {a.encoder_name_or_path}: {a.encoder_num_hidden_layers} layers (trainable)",
             f"  data           {len(self.dataset)} samples; {self.dataset.describe()}",
