@@ -37,8 +37,10 @@ def _metrics(out):
 
 def test_pretrain_checkpoints_and_exact_resume(assets, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
+    # The fused AdamW (the GPU default) here, so its state goes through save and resume too.
     run_torchrun(TRAINER, 1, *_pretrain_args(assets, a, "--max_steps", "4", "--global_batch_size", "2",
-                                             "--save_strategy", "steps", "--save_steps", "0.5"))
+                                             "--save_strategy", "steps", "--save_steps", "0.5",
+                                             "--fused_optimizer", "True"))
     assert sorted(p.name for p in a.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
     ref = _metrics(a)
     assert len(ref) == 4 and all(len(r["window_loss"]) >= 1 for r in ref.values())
@@ -49,7 +51,8 @@ def test_pretrain_checkpoints_and_exact_resume(assets, tmp_path):
     shutil.copytree(a / "checkpoint-2", b / "checkpoint-2")
     (b / "checkpoint-9.tmp").mkdir()  # an interrupted save is ignored
     out = run_torchrun(TRAINER, 1, *_pretrain_args(assets, b, "--max_steps", "4", "--global_batch_size", "2",
-                                                   "--save_strategy", "steps", "--save_steps", "0.5"))
+                                                   "--save_strategy", "steps", "--save_steps", "0.5",
+                                                   "--fused_optimizer", "True"))
     assert "resumed from" in out
     got = _metrics(b)
     for step in (3, 4):
@@ -74,7 +77,8 @@ def test_parallel_layouts_give_the_same_losses(assets, tmp_path):
     """DP=1 x 2 micro-batches, DP=2 (gradient reduction overlapped with the backward, the
     default, and after it), TP=2 + sequence parallel, PP=2, both samples packed in one
     document-masked row: same samples, same losses."""
-    layouts = {"dp1": (1, []), "dp2": (2, []), "dp2_no_overlap": (2, ["--overlap_grad_reduce", "False"]),
+    layouts = {"dp1": (1, []), "dp1_fused_adam": (1, ["--fused_optimizer", "True"]), "dp2": (2, []),
+               "dp2_no_overlap": (2, ["--overlap_grad_reduce", "False"]),
                "packed": (1, ["--max_tokens_per_micro_batch", "100000"]),
                "tp2sp": (2, ["--tensor_model_parallel_size", "2", "--sequence_parallel"]),
                "pp2": (2, ["--pipeline_model_parallel_size", "2"]),

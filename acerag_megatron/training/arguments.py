@@ -82,6 +82,8 @@ class TrainArguments:
                                   "(auto: on for a GPU without Transformer Engine).", default="auto")
     overlap_grad_reduce: Optional[bool] = _help("Reduce gradient buckets over data parallel ranks during the backward "
                                                 "(default: on when data parallel).", default=None)
+    fused_optimizer: Optional[bool] = _help("torch's fused AdamW kernel instead of its foreach implementation "
+                                            "(default: on for GPU).", default=None)
     use_distributed_optimizer: Optional[bool] = _help("Shard optimizer state over data parallel ranks.", default=None)
     bf16: Optional[bool] = _help("bf16 weights with fp32 main params (default: on for GPU, off on CPU).", default=None)
     weight_decay: float = _help("AdamW weight decay.", default=0.0)

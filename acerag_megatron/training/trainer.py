@@ -21,7 +21,7 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
 from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
-from acerag_megatron.training.build import build_model, build_optimizer, wrap_ddp
+from acerag_megatron.training.build import build_model, build_optimizer, use_fused_adamw, wrap_ddp
 from acerag_megatron.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
                                               collate_window_packed, group_by_tokens)
@@ -52,6 +52,8 @@ class Trainer:
         self.device = resolve_device(args.attention_backend, args.compiled_kernels)
         if args.bf16 is None:
             args.bf16 = self.device.device == "cuda"
+        if args.fused_optimizer is None:
+            args.fused_optimizer = self.device.device == "cuda"
         initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed, self.device)
         apply_optimizer_fixes()
         self.dp = ps.get_data_parallel_world_size()
@@ -116,6 +118,8 @@ class Trainer:
         if path is None:
             return
         state = load_checkpoint(path, self.model, self.optimizer)
+        if self.args.fused_optimizer:
+            use_fused_adamw(self.optimizer)  # the load replaced the param groups with the saved ones
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.consumed = state["step"], state["consumed_samples"]
         if dist.get_rank() == 0:
@@ -132,7 +136,8 @@ class Trainer:
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
             f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder or a.recompute}, "
             f"LM {a.recompute_lm or a.recompute}; "
-            f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} AdamW; "
+            f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} "
+            f"{'fused' if a.fused_optimizer else 'foreach'} AdamW; "
             f"grad reduce {'overlapped' if a.overlap_grad_reduce else 'after backward'}",
             f"  LM (frozen)    {a.language_model_name_or_path}: {self.lm_arch.num_layers} layers, hidden {self.lm_arch.hidden_size}",
             f"  encoder        {a.encoder_name_or_path}: {a.encoder_num_hidden_layers} layers (trainable)",
