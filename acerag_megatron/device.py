@@ -26,7 +26,7 @@ class DeviceInfo:
     megatron_core: str
     """Installed megatron-core version."""
     compiled_kernels: bool = False
-    """SwiGLU and RoPE run as torch.compile'd fused kernels (local spec; TE fuses its own)."""
+    """SwiGLU, RoPE and RMSNorm run as torch.compile'd fused kernels (local spec; TE fuses its own)."""
 
     def describe(self) -> str:
         """One line for the start-up summary."""

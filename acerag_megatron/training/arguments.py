@@ -78,7 +78,7 @@ class TrainArguments:
                                              default=None)
     recompute_lm: Optional[str] = _help("Recompute spec for the frozen LM (default: --recompute).", default=None)
     attention_backend: str = _help("auto | flex | sdpa | te | flash | unfused.", default="auto")
-    compiled_kernels: str = _help("auto | on | off: SwiGLU and RoPE as torch.compile'd fused kernels "
+    compiled_kernels: str = _help("auto | on | off: SwiGLU, RoPE and RMSNorm as torch.compile'd fused kernels "
                                   "(auto: on for a GPU without Transformer Engine).", default="auto")
     overlap_grad_reduce: Optional[bool] = _help("Reduce gradient buckets over data parallel ranks during the backward "
                                                 "(default: on when data parallel).", default=None)
