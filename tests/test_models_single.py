@@ -94,6 +94,15 @@ def test_layers_save_only_what_backward_needs(checks, role):
     assert 0 <= excess <= checks[f"saved_{role}_slack_floats_per_token"]
 
 
+@pytest.mark.parametrize("fam", ["llama", "qwen3"])
+@pytest.mark.parametrize("recompute", ["none", "mlp", "full", "core_attn"])
+def test_memory_estimate_counts_what_the_model_saves(checks, fam, recompute):
+    """training/memory_estimate.py's activation bytes equal the bytes a whole forward saves for
+    its backward, up to per-token scalars (norm scales, softmax statistics, RoPE angles)."""
+    excess = checks[f"estimate_{fam}_{recompute}_excess_bytes"]
+    assert abs(excess) <= checks[f"estimate_{fam}_{recompute}_slack_bytes"]
+
+
 def test_single_process_without_torchrun():
     """initialize_parallel makes its own 1-rank gloo group when no torchrun environment is set."""
     import os

@@ -115,6 +115,9 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         trainer = Trainer(args, dataset=SyntheticDataset(sample), archs=(arch, arch), load_weights=False)
         results = [trainer.train_step() for _ in range(steps + warmup)][warmup:]
         mem = trainer.memory_gib()
+        mb = trainer._step_microbatches()[0]
+        estimate = trainer.memory_estimate(mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(),
+                                           int((mb["labels"] != -100).sum()))
         # Profiled after the timed steps so the profiler's overhead stays out of the figures.
         profile = step_profile.profile_steps(trainer.train_step, profile_steps, trainer.device.device == "cuda") \
             if profile_steps else None
@@ -131,7 +134,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         "lm_tokens_per_s": float(np.median([r["lm_tokens_per_s"] for r in results])),
         "model_tflops_per_gpu": float(np.median([r["tflops_per_gpu"] for r in results])),
         "mfu": float(np.median([r["mfu"] for r in results])),
-        "peak_memory_gib": mem, "loss": results[-1]["loss"], "steps_timed": steps,
+        "peak_memory_gib": mem, "memory_estimate_gib": estimate.as_dict(), "loss": results[-1]["loss"], "steps_timed": steps,
         "recompute_encoder": args.recompute_encoder or args.recompute,
         "recompute_lm": args.recompute_lm or args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
     }

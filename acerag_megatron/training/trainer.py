@@ -28,6 +28,7 @@ from acerag_megatron.training.collate import (collate_finetune, collate_finetune
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
+from acerag_megatron.training.memory_estimate import estimate_memory
 from acerag_megatron.training.reporting import Reporter
 from acerag_megatron.weights.export import export_encoder_hf
 
@@ -147,8 +148,29 @@ class Trainer:
             f"  steps          {self.total_steps} ({self.steps_per_epoch}/epoch), lr {a.learning_rate}, warm-up "
             f"{math.ceil(a.warmup_ratio * self.total_steps)}; start at step {self.step}",
             f"  flops          {FORMULA}",
+            f"  memory (est.)  {self.memory_summary()}",
         ]
         return lines + [f"  note           {n}" for n in notes_for(a)]
+
+    def memory_estimate(self, lm_tokens: int, enc_tokens: int, predicted: int):
+        """Estimated peak GiB per GPU (stage 0) for one micro-batch of these token counts."""
+        a = self.args
+        return estimate_memory(
+            self.lm_arch, self.enc_arch, a.encoder_num_hidden_layers, lm_tokens, enc_tokens, predicted,
+            tp=a.tensor_model_parallel_size, pp=a.pipeline_model_parallel_size, dp=self.dp,
+            sequence_parallel=a.sequence_parallel, distributed_optimizer=a.use_distributed_optimizer, bf16=a.bf16,
+            recompute_lm=a.recompute_lm or a.recompute, recompute_encoder=a.recompute_encoder or a.recompute)
+
+    def memory_summary(self) -> str:
+        """Static GiB, then activation GiB per 1,000 tokens (a micro-batch's tokens decide the peak)."""
+        static = self.memory_estimate(0, 0, 0)
+        per_lm = self.memory_estimate(1000, 0, 1000).activations
+        per_enc = self.memory_estimate(0, 1000, 0).activations
+        weights = static.lm_weights + static.encoder_weights
+        return (f"{weights + static.encoder_grads + static.optimizer_state:.1f} GiB static (weights {weights:.1f}, "
+                f"encoder grads {static.encoder_grads:.1f}, optimizer {static.optimizer_state:.1f}) + activations "
+                f"{per_lm:.2f} GiB per 1k LM tokens (all predicted) + {per_enc:.2f} per 1k encoder tokens "
+                f"+ {static.transient:.1f} transient; allocator overhead not included")
 
     # ------------------------------------------------------------------ data
     def _step_microbatches(self) -> list[dict]:

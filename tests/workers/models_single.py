@@ -21,6 +21,7 @@ from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.weights import export as export_module  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
 from acerag_megatron.models.rope import rotary_for_positions  # noqa: E402
+from acerag_megatron.training.memory_estimate import activation_bytes  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  # noqa: E402
@@ -303,6 +304,44 @@ def saved_activations() -> None:
         report(f"saved_{role}_slack_floats_per_token", slack[role], collective=False)
 
 
+def whole_model_saved_bytes(paths: dict) -> None:
+    """training/memory_estimate.py's activation bytes against what a whole model forward
+    (encoder, splice, frozen LM, head loss) saves for its backward, per recompute choice."""
+    device = resolve_device("sdpa", "on")
+    batch = splice_batch()
+    enc_tokens, lm_tokens = batch["enc_input_ids"].numel(), batch["lm_input_ids"].numel()
+    predicted = int((batch["labels"] != -100).sum())
+    for fam, path in paths.items():
+        arch = ModelArch.from_hf(path)
+        for name, (enc_rc, lm_rc) in {"none": ("none", "none"), "mlp": ("mlp", "mlp"),
+                                      "full": ("full", "full"), "core_attn": ("none", "core_attn")}.items():
+            model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                            params_dtype=torch.float32, device=device,
+                                            recompute_encoder=enc_rc, recompute_lm=lm_rc)
+            params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+            storages, alive = {}, []
+
+            def pack(t):
+                st = t.untyped_storage()
+                if st.data_ptr() not in params and t.is_floating_point():
+                    storages[st.data_ptr()] = st.nbytes()
+                alive.append(t)
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = model(batch)
+            del loss, alive
+            want = activation_bytes(arch, arch, ENC_LAYERS, lm_tokens, enc_tokens, predicted,
+                                    recompute_lm=lm_rc, recompute_encoder=enc_rc, dtype_bytes=4)
+            # Per-token scalars the estimate leaves out: norm scales (per head for q/k norms),
+            # softmax statistics and RoPE angles, per layer.
+            small = (2 + (arch.num_attention_heads + arch.num_kv_heads if arch.qk_norm else 0)
+                     + arch.num_attention_heads + arch.head_dim) * 4
+            slack = small * (arch.num_layers * lm_tokens + ENC_LAYERS * enc_tokens)
+            report(f"estimate_{fam}_{name}_excess_bytes", sum(storages.values()) - want, collective=False)
+            report(f"estimate_{fam}_{name}_slack_bytes", slack, collective=False)
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(1, 1)
@@ -316,6 +355,7 @@ def main() -> None:
     recompute_modes(paths["llama"])
     compiled_kernels(paths["qwen3"])
     saved_activations()
+    whole_model_saved_bytes(paths)
 
 
 if __name__ == "__main__":
