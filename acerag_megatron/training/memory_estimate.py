@@ -21,6 +21,11 @@ from acerag_megatron.training.flops import layer_matmul_params
 GIB = 1024 ** 3
 
 
+def size(gib: float) -> str:
+    """GiB with one decimal, or MiB below 1 GiB (tiny models)."""
+    return f"{gib:.1f} GiB" if gib >= 1 else f"{gib * 1024:.1f} MiB"
+
+
 def layer_saved_values(arch, trainable: bool, tp: int = 1, sequence_parallel: bool = False,
                        recompute: str = "none") -> float:
     """Values (elements) one transformer layer saves for its backward, per token."""
@@ -66,9 +71,10 @@ class MemoryEstimate:
         return sum(asdict(self).values())
 
     def describe(self) -> str:
-        return (f"~{self.total:.1f} GiB = weights {self.lm_weights + self.encoder_weights:.1f} + encoder grads "
-                f"{self.encoder_grads:.1f} + optimizer {self.optimizer_state:.1f} + activations "
-                f"{self.activations:.1f} + transient {self.transient:.1f} (estimate, allocator overhead not included)")
+        return (f"~{size(self.total)} = weights {size(self.lm_weights + self.encoder_weights)} + encoder grads "
+                f"{size(self.encoder_grads)} + optimizer {size(self.optimizer_state)} + activations "
+                f"{size(self.activations)} + transient {size(self.transient)} (estimate, allocator overhead "
+                "not included)")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -110,4 +116,11 @@ def estimate_memory(lm_arch, enc_arch, enc_layers: int, lm_tokens: int, enc_toke
     return MemoryEstimate(
         lm_weights=lm_params * dtype_bytes / GIB, encoder_weights=enc_params * dtype_bytes / GIB,
         encoder_grads=enc_params * 4 / GIB, optimizer_state=enc_params * opt_bytes / GIB,
-        activations=acts / GIB, transient=(rebuilt + 2 * CHUNK_BYTES) / GIB)
+        activations=acts / GIB, transient=(rebuilt + head_loss_chunk_bytes(lm_arch, predicted, tp)) / GIB)
+
+
+def head_loss_chunk_bytes(arch, predicted: int, tp: int = 1) -> float:
+    """The chunked head loss's live block: float32 logits plus their bf16 copy for the matmul."""
+    local_vocab = arch.vocab_size / tp
+    rows = min(predicted, max(1, CHUNK_BYTES // (4 * local_vocab)))
+    return rows * local_vocab * (4 + 2)

@@ -28,7 +28,7 @@ from acerag_megatron.training.collate import (collate_finetune, collate_finetune
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
-from acerag_megatron.training.memory_estimate import estimate_memory
+from acerag_megatron.training.memory_estimate import estimate_memory, size
 from acerag_megatron.training.reporting import Reporter
 from acerag_megatron.weights.export import export_encoder_hf
 
@@ -167,10 +167,10 @@ class Trainer:
         per_lm = self.memory_estimate(1000, 0, 1000).activations
         per_enc = self.memory_estimate(0, 1000, 0).activations
         weights = static.lm_weights + static.encoder_weights
-        return (f"{weights + static.encoder_grads + static.optimizer_state:.1f} GiB static (weights {weights:.1f}, "
-                f"encoder grads {static.encoder_grads:.1f}, optimizer {static.optimizer_state:.1f}) + activations "
-                f"{per_lm:.2f} GiB per 1k LM tokens (all predicted) + {per_enc:.2f} per 1k encoder tokens "
-                f"+ {static.transient:.1f} transient; allocator overhead not included")
+        return (f"{size(weights + static.encoder_grads + static.optimizer_state)} static (weights {size(weights)}, "
+                f"encoder grads {size(static.encoder_grads)}, optimizer {size(static.optimizer_state)}) + "
+                f"activations {size(per_lm)} per 1k LM tokens (all predicted) + {size(per_enc)} per 1k encoder "
+                "tokens; allocator overhead not included")
 
     # ------------------------------------------------------------------ data
     def _step_microbatches(self) -> list[dict]:
