@@ -18,6 +18,7 @@ PRETRAIN_BACKEND=${PRETRAIN_BACKEND:-flex}   # packed window mode: block-sparse 
 FINETUNE_BACKEND=${FINETUNE_BACKEND:-sdpa}   # plain causal rows
 mkdir -p "$RESULTS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # as the launch scripts
 if ! $PY -c "import megatron.core" 2>/dev/null; then
   SITE_DIR=${SITE_DIR:-$(mktemp -d)}
   $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE_DIR" .whl/megatron_core-*.whl || exit 1

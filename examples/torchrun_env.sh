@@ -12,3 +12,6 @@ DATA_DIR=${DATA_DIR:-data/train/compressive_encoder}
 DS_CONFIG=${DS_CONFIG:-$(dirname "${BASH_SOURCE[0]}")/ds_config/ds_config_stage2.json}
 # Megatron overlaps tensor/sequence-parallel communication with compute only with one hardware queue.
 export CUDA_DEVICE_MAX_CONNECTIONS=${CUDA_DEVICE_MAX_CONNECTIONS:-1}
+# Packed rows change length every step; expandable segments keep the caching allocator from
+# fragmenting into blocks sized for old lengths.
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
