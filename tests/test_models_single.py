@@ -35,6 +35,7 @@ def test_export_round_trip_is_bit_exact(checks, fam):
 
 def test_splice_matches_transformers_and_only_encoder_gets_grads(checks):
     assert checks["splice_loss_vs_hf"] <= TOL
+    assert checks["tied_splice_loss_vs_hf"] <= TOL
     assert checks["splice_ignored_loss_abs"] == 0
     assert checks["lm_params_with_grad"] == 0
     assert checks["encoder_params_without_grad"] == 0

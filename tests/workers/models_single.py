@@ -21,6 +21,7 @@ from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.weights import export as export_module  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
 from acerag_megatron.models.rope import rotary_for_positions  # noqa: E402
+from acerag_megatron.tiny.models import make_tiny_hf_model  # noqa: E402
 from acerag_megatron.training.memory_estimate import activation_bytes  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
@@ -342,6 +343,21 @@ def whole_model_saved_bytes(paths: dict) -> None:
             report(f"estimate_{fam}_{name}_slack_bytes", slack, collective=False)
 
 
+def tied_head_loss(workdir: str) -> None:
+    """With tied embeddings the chunked head loss reads the word embeddings: loss vs transformers."""
+    path = os.path.join(workdir, "hf_llama_tied")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        make_tiny_hf_model("llama", path, VOCAB, num_layers=4, seed=4, tie_word_embeddings=True)
+    arch = ModelArch.from_hf(path)
+    model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                    params_dtype=torch.float32, device=DEVICE)
+    load_hf_into_lm(model.lm, path)
+    load_hf_into_encoder(model.encoder, path)
+    batch = splice_batch()
+    ref_loss, _ = reference_splice_loss(path, batch)
+    report("tied_splice_loss_vs_hf", (model(batch) - ref_loss).abs().max())
+
+
 def main() -> None:
     workdir = sys.argv[1]
     init(1, 1)
@@ -350,6 +366,7 @@ def main() -> None:
     for fam, path in paths.items():
         hf_parity(fam, path, workdir)
     splice_checks(paths["qwen3"])
+    tied_head_loss(workdir)
     sharded_export(paths["llama"], workdir)
     attention_backends(paths["qwen3"])
     recompute_modes(paths["llama"])
