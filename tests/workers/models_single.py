@@ -299,7 +299,8 @@ def saved_activations() -> None:
         rotary = rotary_for_positions(stack.rotary_pos_emb, torch.arange(seq)[None])
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = stack.decoder.layers[0](hidden_states=x, attention_mask=None, rotary_pos_emb=rotary)
-        del out, alive
+        del out
+        alive.clear()
         floats_per_token = sum(storages.values()) / 4 / seq
         report(f"saved_{role}_excess_floats_per_token", floats_per_token - need[role], collective=False)
         report(f"saved_{role}_slack_floats_per_token", slack[role], collective=False)
@@ -331,7 +332,8 @@ def whole_model_saved_bytes(paths: dict) -> None:
 
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 loss = model(batch)
-            del loss, alive
+            del loss
+            alive.clear()
             want = activation_bytes(arch, arch, ENC_LAYERS, lm_tokens, enc_tokens, predicted,
                                     recompute_lm=lm_rc, recompute_encoder=enc_rc, dtype_bytes=4)
             # Per-token scalars the estimate leaves out: norm scales (per head for q/k norms),
