@@ -5,8 +5,9 @@
 #   - tools/benchmark.py runs both models x both modes at real shapes with random weights,
 #     each in its own process under a timeout, and writes JSON + logs to $RESULTS;
 #     pretraining runs also profile where the time goes (PROFILE_STEPS, 0 = off);
-#   - with AB=1 (default) two A/B runs on the first model follow: eager instead of compiled
-#     SwiGLU/RoPE kernels, and encoder-only full recompute (memory).
+#   - with AB=1 (default) A/B runs on the first model follow: eager instead of compiled
+#     SwiGLU/RoPE/RMSNorm kernels, and (on GPUs that fit without it) encoder-only recompute;
+#   - on GPUs under ~100 GB every run recomputes the encoder and the frozen MLPs to fit.
 # Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
 #        MODELS=tiny PRETRAIN_BACKEND=sdpa bash benchmarks/run_gpu.sh   (dry run on a CPU)
 set -uo pipefail
@@ -35,22 +36,32 @@ run() {
   local rc=$?
   echo "== $name rc=$rc $((SECONDS - t0))s"
   if [ -f "$RESULTS/$name.json" ]; then
-    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')}); p=r.get('profile'); p and print('  time:', ', '.join(f'{k} {v[\"share\"]:.0%}' for k, v in p['by_category'].items()))" "$RESULTS/$name.json"
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')}); p=r.get('profile'); p and print('  time:', ', '.join(f'{k} {v[\"share\"]:.0%}' for k, v in p['by_category'].items())); e=r.get('memory_estimate_gib'); e and print(f'  memory: peak {r[\"peak_memory_gib\"]:.1f} GiB, estimate {e[\"total\"]:.1f} GiB')" "$RESULTS/$name.json"
   else
     tail -n 15 "$RESULTS/$name.log"
   fi
 }
+# Under ~100 GB (an 80 GB H100) the single-GPU runs cannot hold the unsharded optimizer state and
+# every activation (training/memory_estimate.py: 81-90 GiB for the pretraining samples); recompute
+# the encoder and the frozen MLPs there, the cheapest pair that fits (63-71 GiB estimated).
+GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
+FIT=()
+if [ -n "$GPU_MIB" ] && [ "$GPU_MIB" -lt 100000 ]; then
+  FIT=(--recompute_encoder full --recompute_lm mlp)
+fi
 PRETRAIN=(--mode pretrain --steps "${STEPS:-4}" --warmup 2)
 for M in $MODELS; do
   run "${M}_pretrain" --model "$M" "${PRETRAIN[@]}" --profile-steps "${PROFILE_STEPS:-1}" \
-    -- --attention_backend "$PRETRAIN_BACKEND"
+    -- --attention_backend "$PRETRAIN_BACKEND" "${FIT[@]}"
   run "${M}_finetune_mbs4" --model "$M" --mode finetune --steps "${STEPS:-6}" --warmup 2 \
-    -- --attention_backend "$FINETUNE_BACKEND" --per_device_train_batch_size 4
+    -- --attention_backend "$FINETUNE_BACKEND" --per_device_train_batch_size 4 "${FIT[@]}"
 done
 if [ "${AB:-1}" = 1 ]; then
   M=${MODELS%% *}
   run "${M}_pretrain_eager_kernels" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
-    --compiled_kernels off
-  run "${M}_pretrain_recompute_encoder" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
-    --recompute_encoder full
+    --compiled_kernels off "${FIT[@]}"
+  if [ ${#FIT[@]} -eq 0 ]; then
+    run "${M}_pretrain_recompute_encoder" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
+      --recompute_encoder full
+  fi
 fi
