@@ -41,3 +41,18 @@ def test_activation_counts_shrink_with_recompute_and_parallelism():
     assert layer_saved_values(llama, trainable=False, recompute="mlp") == 7 * h
     assert layer_saved_values(llama, trainable=False, recompute="full") == h
     assert layer_saved_values(llama, trainable=False, tp=2, sequence_parallel=True) == (6 * h + 2 * ffn) / 2
+
+
+def test_fit_advice_walks_the_recompute_ladder():
+    from acerag_megatron.training.memory_estimate import fit_advice
+
+    llama = _arch("llama2-7b")
+
+    def estimate_for(lm, enc):  # the 8192-token window sample on one GPU: 81 / 74 / 63 / 47 GiB
+        return estimate_memory(llama, llama, 8, 10880, 8192, 7168, recompute_lm=lm, recompute_encoder=enc)
+
+    assert "--recompute_encoder full --recompute_lm mlp" in fit_advice(estimate_for, 79.6, ("none", "none"))
+    assert "--recompute_encoder full --recompute_lm none" in fit_advice(estimate_for, 139.8 * 0.6, ("none", "none"))
+    assert "--recompute_encoder full --recompute_lm full" in fit_advice(estimate_for, 60, ("mlp", "full"))
+    assert "data parallelism" in fit_advice(estimate_for, 40, ("none", "none"))
+    assert "fits" in fit_advice(estimate_for, 139.8, ("none", "none"))

@@ -124,3 +124,30 @@ def head_loss_chunk_bytes(arch, predicted: int, tp: int = 1) -> float:
     local_vocab = arch.vocab_size / tp
     rows = min(predicted, max(1, CHUNK_BYTES // (4 * local_vocab)))
     return rows * local_vocab * (4 + 2)
+
+
+# Cheapest first: the 8-layer encoder's recompute costs a few percent, the frozen MLP's about a
+# fifth of the frozen LM's work, full recompute of the frozen LM about a third.
+FIT_LADDER = (("none", "none"), ("none", "full"), ("mlp", "full"), ("full", "full"))
+
+
+def fit_advice(estimate_for, capacity_gib: float, current: tuple[str, str], headroom: float = 0.92) -> str:
+    """What to change so a micro-batch fits `capacity_gib`.
+
+    Args:
+        estimate_for: (recompute_lm, recompute_encoder) -> MemoryEstimate of the micro-batch.
+        current: the run's (recompute_lm, recompute_encoder).
+        headroom: share of the capacity an estimate may use (allocator overhead, CUDA context).
+    """
+    used = estimate_for(*current).total
+    if used <= headroom * capacity_gib:
+        return f"the estimate ({used:.1f} GiB of {capacity_gib:.1f}) fits; the allocator's overhead may not"
+    start = FIT_LADDER.index(current) + 1 if current in FIT_LADDER else 0
+    for lm, enc in FIT_LADDER[start:]:
+        need = estimate_for(lm, enc).total
+        if need <= headroom * capacity_gib:
+            return (f"estimated {used:.1f} GiB of {capacity_gib:.1f}; --recompute_encoder {enc} --recompute_lm {lm} "
+                    f"estimates {need:.1f} GiB")
+    return (f"estimated {used:.1f} GiB of {capacity_gib:.1f} and more than that with full recompute: use "
+            "data parallelism (the distributed optimizer shards the optimizer state), tensor parallelism "
+            "with --sequence_parallel, or shorter samples")

@@ -28,7 +28,7 @@ from acerag_megatron.training.collate import (collate_finetune, collate_finetune
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
-from acerag_megatron.training.memory_estimate import estimate_memory, size
+from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice, size
 from acerag_megatron.training.reporting import Reporter
 from acerag_megatron.weights.export import export_encoder_hf
 
@@ -152,14 +152,17 @@ class Trainer:
         ]
         return lines + [f"  note           {n}" for n in notes_for(a)]
 
-    def memory_estimate(self, lm_tokens: int, enc_tokens: int, predicted: int):
-        """Estimated peak GiB per GPU (stage 0) for one micro-batch of these token counts."""
+    def memory_estimate(self, lm_tokens: int, enc_tokens: int, predicted: int, recompute_lm: str | None = None,
+                        recompute_encoder: str | None = None):
+        """Estimated peak GiB per GPU (stage 0) for one micro-batch of these token counts, with
+        this run's recompute choices unless others are given."""
         a = self.args
         return estimate_memory(
             self.lm_arch, self.enc_arch, a.encoder_num_hidden_layers, lm_tokens, enc_tokens, predicted,
             tp=a.tensor_model_parallel_size, pp=a.pipeline_model_parallel_size, dp=self.dp,
             sequence_parallel=a.sequence_parallel, distributed_optimizer=a.use_distributed_optimizer, bf16=a.bf16,
-            recompute_lm=a.recompute_lm or a.recompute, recompute_encoder=a.recompute_encoder or a.recompute)
+            recompute_lm=recompute_lm or a.recompute_lm or a.recompute,
+            recompute_encoder=recompute_encoder or a.recompute_encoder or a.recompute)
 
     def memory_summary(self) -> str:
         """Static GiB, then activation GiB per 1,000 tokens (a micro-batch's tokens decide the peak)."""
@@ -214,6 +217,23 @@ class Trainer:
         # Timed from before the data arrive: a step that waits for collation counts the wait.
         t0 = time.time()
         mbs = self._microbatches()
+        try:
+            return self._train_step(mbs, t0)
+        except torch.cuda.OutOfMemoryError as e:
+            raise SystemExit(f"error: out of GPU memory at step {self.step + 1}: {self._oom_advice(mbs)}") from e
+
+    def _oom_advice(self, mbs: list[dict]) -> str:
+        """The memory estimate of the largest micro-batch, and a recompute choice that fits."""
+        a = self.args
+        mb = max(mbs, key=lambda m: m["lm_input_ids"].numel() + m["enc_input_ids"].numel())
+        counts = (mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(), int((mb["labels"] != -100).sum()))
+        capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+        current = (a.recompute_lm or a.recompute, a.recompute_encoder or a.recompute)
+        advice = fit_advice(lambda lm, enc: self.memory_estimate(*counts, recompute_lm=lm, recompute_encoder=enc),
+                            capacity, current)
+        return f"micro-batch of {counts[0]} LM and {counts[1]} encoder tokens; {advice}"
+
+    def _train_step(self, mbs: list[dict], t0: float) -> dict:
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         reduced = get_forward_backward_func()(
