@@ -96,6 +96,21 @@ def test_parallel_layouts_give_the_same_losses(assets, tmp_path):
     assert len(set(round(x, 6) for x in losses["dp1"])) > 1  # the encoder trains: losses move
 
 
+def test_window_mode_layouts_give_the_same_losses(assets, tmp_path):
+    """Packed window rows (the mask as a segment/prefix spec) at TP=2 + sequence parallel and at
+    DP=2, and the per-window loop, give the packed DP=1 losses."""
+    layouts = {"dp1": (1, []), "dp2": (2, []), "loop": (1, ["--window_impl", "loop"]),
+               "tp2sp": (2, ["--tensor_model_parallel_size", "2", "--sequence_parallel"])}
+    losses = {}
+    for name, (nproc, extra) in layouts.items():
+        out = tmp_path / name
+        run_torchrun(TRAINER, nproc, *_pretrain_args(assets, out, "--max_steps", "2", "--global_batch_size", "2",
+                                                     "--save_strategy", "no", *extra))
+        losses[name] = [r["loss"] for _, r in sorted(_metrics(out).items())]
+    for name, got in losses.items():
+        assert got == pytest.approx(losses["dp1"], abs=2e-5), name
+
+
 def test_sigterm_saves_then_exits(assets, tmp_path):
     out = tmp_path / "sig"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", f"--master-port={free_port()}",
