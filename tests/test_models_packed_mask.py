@@ -73,6 +73,14 @@ def test_finetune_row_spec_is_a_document_mask():
     for a, b in zip(bounds[:-1], bounds[1:]):
         allowed[a:b, a:b] = np.tril(np.ones((b - a, b - a), dtype=bool))
     _check(batch, allowed, bounds[-1])
+    # The encoder row: three chunks of 8 tokens, each its own causal document from position 0.
+    enc_spec, enc_pos = batch["enc_attention_mask"], batch["enc_position_ids"][0]
+    enc_allowed = np.eye(24, dtype=bool)
+    for a in (0, 8, 16):
+        enc_allowed[a:a + 8, a:a + 8] = np.tril(np.ones((8, 8), dtype=bool))
+    assert torch.equal(dense_masked(enc_spec)[0, 0], torch.from_numpy(~enc_allowed))
+    assert enc_pos.tolist() == list(range(8)) * 3
+    assert batch["enc_gather_index"].tolist() == [0, 1, 8, 16, 17, 18]  # indices 0..p-1 of each chunk
 
 
 def test_dense_masks_are_not_specs():

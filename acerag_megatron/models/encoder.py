@@ -14,6 +14,7 @@ from megatron.core.transformer.transformer_block import TransformerBlock
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.layer_spec import block_spec
+from acerag_megatron.models.packed_mask import dense_backend, for_backend
 from acerag_megatron.models.rope import build_rotary, rotary_for_positions
 
 
@@ -37,6 +38,7 @@ class CompressiveEncoder(MegatronModule):
             raise ValueError("the encoder is not pipelined: build it with pipeline_model_parallel_size=1")
         self.arch = arch
         self.vocab_size = arch.vocab_size
+        self.dense_masks = dense_backend(device_info)
         self.embedding = LanguageModelEmbedding(
             config=config, vocab_size=padded_vocab_size(arch.vocab_size, config.tensor_model_parallel_size),
             max_sequence_length=arch.max_position_embeddings, position_embedding_type="rope")
@@ -54,7 +56,8 @@ class CompressiveEncoder(MegatronModule):
         Args:
             input_ids: [B, S] long.
             position_ids: [B, S] long, explicit RoPE positions.
-            attention_mask: None (causal) or bool broadcastable to [B, 1, S, S], True = masked.
+            attention_mask: None (causal), bool broadcastable to [B, 1, S, S] (True = masked) or a
+                packed-row spec [B, 2, S] (models/packed_mask.py).
             gather_sequence: under sequence parallelism, gather the full sequence (default);
                 False keeps this rank's [S/tp, B, H] slice. The gather's backward sums the
                 gradients of all TP ranks, so each rank must back-propagate only through the
@@ -63,6 +66,7 @@ class CompressiveEncoder(MegatronModule):
         Returns:
             Hidden states after the final norm, [S, B, H].
         """
+        attention_mask = for_backend(attention_mask, self.dense_masks)
         hidden_SBH = self.embedding(input_ids=input_ids, position_ids=position_ids)
         rotary = rotary_for_positions(self.rotary_pos_emb, position_ids)
         hidden_SBH = self.decoder(hidden_states=hidden_SBH, attention_mask=attention_mask, rotary_pos_emb=rotary)

@@ -14,7 +14,7 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import padded_vocab_size
 from acerag_megatron.models.head_loss import frozen_head_cross_entropy
 from acerag_megatron.models.layer_spec import block_spec
-from acerag_megatron.models.packed_mask import dense_masked, is_packed_mask
+from acerag_megatron.models.packed_mask import dense_backend, for_backend
 from acerag_megatron.models.rope import rotary_for_positions
 
 IGNORE_INDEX = -100
@@ -36,9 +36,7 @@ class FrozenLM(GPTModel):
             rotary_base=arch.rope_theta, parallel_output=True)
         self.arch = arch
         self.real_vocab_size = arch.vocab_size
-        # Our SDPA and Flex modules read packed-row mask specs; TE and Megatron's own attention
-        # need the dense matrix.
-        self.dense_masks = device_info.attention_backend in ("te", "unfused")
+        self.dense_masks = dense_backend(device_info)
         for param in self.parameters():
             param.requires_grad_(False)
 
@@ -65,8 +63,7 @@ class FrozenLM(GPTModel):
         """
         if decoder_input is None and self.pre_process:
             decoder_input = self.embed(input_ids, position_ids)
-        if self.dense_masks and is_packed_mask(attention_mask):
-            attention_mask = dense_masked(attention_mask)
+        attention_mask = for_backend(attention_mask, self.dense_masks)
         rotary = rotary_for_positions(self.rotary_pos_emb, position_ids)
         hidden_SBH = self.decoder(hidden_states=decoder_input, attention_mask=attention_mask, rotary_pos_emb=rotary)
         if not self.post_process:

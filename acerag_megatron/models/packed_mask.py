@@ -50,6 +50,17 @@ def dense_masked(spec: torch.Tensor) -> torch.Tensor:
     return (~allowed).unsqueeze(1)
 
 
+def for_backend(mask, dense: bool):
+    """The mask as the attention backend takes it: specs become dense matrices where `dense`
+    (TE, Megatron's unfused attention); anything else passes through."""
+    return dense_masked(mask) if dense and is_packed_mask(mask) else mask
+
+
+def dense_backend(device_info) -> bool:
+    """Our SDPA and Flex modules read specs; TE and Megatron's own attention need the matrix."""
+    return device_info.attention_backend in ("te", "unfused")
+
+
 def mask_mod(spec: torch.Tensor):
     """The spec as a FlexAttention mask_mod (b, h, q_idx, kv_idx) -> allowed."""
     segment, prefix_end = spec[:, 0], spec[:, 1]

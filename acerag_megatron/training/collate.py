@@ -205,12 +205,14 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
 
 
 def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
-    """Several FinetuneSamples -> ONE LM row with a document mask (no padding between samples).
+    """Several FinetuneSamples -> ONE LM row and ONE encoder row, each with a document mask (no
+    padding between samples or chunks).
 
-    Each sample keeps its own positions (from 0) and sees only itself, causally, so the row
-    computes exactly what one row per sample computes; encoder chunks stay one row each.
+    Each sample (each encoder chunk) keeps its own positions from 0 and sees only itself,
+    causally, so the rows compute exactly what one row per sample (per chunk) computes.
     """
-    rows = collate_finetune(samples, pad_id, scale)  # encoder rows, gather order, per-sample weights
+    rows = collate_finetune(samples, pad_id, scale)  # gather order, per-sample weights
+    rows.update(_packed_encoder_row(samples, pad_id, multiple))
     lengths = [len(s.input_ids) for s in samples]
     total = sum(lengths)
     width = -(-total // multiple) * multiple
@@ -242,6 +244,33 @@ def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: 
         "report_group": group.unsqueeze(0),
         "lm_real_lengths": lengths,
         "lm_attention_pairs": sum(n * (n + 1) // 2 for n in lengths),
+    }
+
+
+def _packed_encoder_row(samples, pad_id: int, multiple: int) -> dict:
+    """The encoder chunks that select at least one index, in collate_finetune's order, as one
+    row: chunk j is segment j with positions from 0; gather indices point into the row."""
+    chunks, gather, at = [], [], 0
+    for smp in samples:
+        for chunk, idx in zip(smp.encoder_chunks, smp.encoder_indices):
+            if len(idx):
+                chunks.append(np.asarray(chunk, dtype=np.int64))
+                gather.append(at + np.asarray(idx, dtype=np.int64))
+                at += len(chunk)
+    width = max(-(-at // multiple) * multiple, 1)
+    ids = np.full(width, pad_id, dtype=np.int64)
+    pos = np.arange(width, dtype=np.int64)
+    segment = -1 - np.arange(width, dtype=np.int64)  # pads are segments of their own
+    at = 0
+    for j, chunk in enumerate(chunks):
+        ids[at:at + len(chunk)], pos[at:at + len(chunk)], segment[at:at + len(chunk)] = chunk, np.arange(len(chunk)), j
+        at += len(chunk)
+    return {
+        "enc_input_ids": torch.from_numpy(ids).unsqueeze(0),
+        "enc_position_ids": torch.from_numpy(pos).unsqueeze(0),
+        "enc_attention_mask": packed_mask(segment, np.zeros(width, dtype=np.int64)),
+        "enc_gather_index": torch.from_numpy(np.concatenate(gather) if gather else np.zeros(0, np.int64)),
+        "enc_real_lengths": [len(c) for c in chunks],
     }
 
 
