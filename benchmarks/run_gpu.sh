@@ -47,7 +47,7 @@ run() {
 GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
 FIT=()
 if [ -n "$GPU_MIB" ] && [ "$GPU_MIB" -lt 100000 ]; then
-  FIT=(--recompute_encoder full --recompute_lm mlp)
+  FIT=(--recompute_encoder full --recompute_lm fc1)
 fi
 PRETRAIN=(--mode pretrain --steps "${STEPS:-4}" --warmup 2)
 for M in $MODELS; do

@@ -67,7 +67,7 @@ def test_attention_backends_agree(checks):
         assert checks[f"{backend}_left_pad_real_rows_vs_sdpa_causal"] <= TOL
 
 
-@pytest.mark.parametrize("name", ["selective", "full", "mlp_core_attn", "lm_mlp", "encoder_full"])
+@pytest.mark.parametrize("name", ["selective", "full", "mlp_core_attn", "lm_mlp", "encoder_full", "lm_fc1", "fc1"])
 def test_recompute_modes_match(checks, name):
     assert checks[f"recompute_{name}_loss"] <= 1e-6
     assert checks[f"recompute_{name}_grad"] <= 1e-6
@@ -75,11 +75,17 @@ def test_recompute_modes_match(checks, name):
 
 @pytest.mark.parametrize("name, lm, encoder", [("none", 1, 1), ("selective", 1, 1), ("full", 2, 2),
                                                ("mlp_core_attn", 2, 2), ("lm_mlp", 2, 1),
-                                               ("encoder_full", 1, 2)])
+                                               ("encoder_full", 1, 2), ("lm_fc1", 1, 1)])
 def test_recompute_reaches_the_chosen_model(checks, name, lm, encoder):
     """Forward runs of the first layer's MLP in one forward+backward: 2 where it is recomputed."""
     assert checks[f"recompute_{name}_lm_mlp_forwards"] == lm
     assert checks[f"recompute_{name}_encoder_mlp_forwards"] == encoder
+
+
+@pytest.mark.parametrize("name, fc1, fc2", [("none", 1, 1), ("lm_mlp", 2, 2), ("lm_fc1", 2, 1)])
+def test_fc1_recompute_reruns_fc1_only(checks, name, fc1, fc2):
+    assert checks[f"recompute_{name}_lm_fc1_forwards"] == fc1
+    assert checks[f"recompute_{name}_lm_fc2_forwards"] == fc2
 
 
 def test_compiled_kernels_match_eager(checks):
@@ -96,7 +102,7 @@ def test_layers_save_only_what_backward_needs(checks, role):
 
 
 @pytest.mark.parametrize("fam", ["llama", "qwen3"])
-@pytest.mark.parametrize("recompute", ["none", "mlp", "full", "core_attn"])
+@pytest.mark.parametrize("recompute", ["none", "mlp", "full", "core_attn", "fc1"])
 def test_memory_estimate_counts_what_the_model_saves(checks, fam, recompute):
     """training/memory_estimate.py's activation bytes equal the bytes a whole forward saves for
     its backward, up to per-token scalars (norm scales, softmax statistics, RoPE angles)."""

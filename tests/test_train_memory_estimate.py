@@ -51,8 +51,15 @@ def test_fit_advice_walks_the_recompute_ladder():
     def estimate_for(lm, enc):  # the 8192-token window sample on one GPU: 81 / 74 / 63 / 47 GiB
         return estimate_memory(llama, llama, 8, 10880, 8192, 7168, recompute_lm=lm, recompute_encoder=enc)
 
-    assert "--recompute_encoder full --recompute_lm mlp" in fit_advice(estimate_for, 79.6, ("none", "none"))
+    assert "--recompute_encoder full --recompute_lm fc1" in fit_advice(estimate_for, 79.6, ("none", "none"))
     assert "--recompute_encoder full --recompute_lm none" in fit_advice(estimate_for, 139.8 * 0.6, ("none", "none"))
-    assert "--recompute_encoder full --recompute_lm full" in fit_advice(estimate_for, 60, ("mlp", "full"))
+    assert "--recompute_encoder full --recompute_lm full" in fit_advice(estimate_for, 60, ("fc1", "full"))
     assert "data parallelism" in fit_advice(estimate_for, 40, ("none", "none"))
     assert "fits" in fit_advice(estimate_for, 139.8, ("none", "none"))
+
+
+def test_fc1_recompute_saves_what_mlp_recompute_saves_in_the_frozen_lm():
+    llama = _arch("llama2-7b")
+    assert layer_saved_values(llama, False, recompute="fc1") == layer_saved_values(llama, False, recompute="mlp")
+    # The trainable encoder keeps its fc2 input under fc1 recompute.
+    assert layer_saved_values(llama, True, recompute="fc1") == layer_saved_values(llama, True, recompute="mlp") + 11008

@@ -64,4 +64,9 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
     )
-    return TransformerConfig(**kwargs, **recompute_fields)
+    own = {k: recompute_fields.pop(k) for k in list(recompute_fields) if k.startswith("recompute_")
+           and k not in ("recompute_granularity", "recompute_method", "recompute_num_layers", "recompute_modules")}
+    config = TransformerConfig(**kwargs, **recompute_fields)
+    # Our modules' recompute switches ride on the config (read by models/swiglu.py).
+    config.recompute_fc1 = own.get("recompute_fc1", False)
+    return config

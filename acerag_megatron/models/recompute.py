@@ -8,16 +8,20 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 # Megatron's selective-recompute modules that apply to a dense model. 'layernorm' is left out:
 # megatron-core 0.16.1's CheckpointWithoutOutput takes its fp8 branch unless Transformer Engine
 # is importable, and the frozen LM saves no norm outputs anyway (its linears need no inputs).
-RECOMPUTE_MODULES = ("core_attn", "mlp")
+MEGATRON_MODULES = ("core_attn", "mlp")
+# Ours: recompute fc1 and the SwiGLU only (models/swiglu.py). For the frozen LM it saves what
+# 'mlp' saves (the MLP input instead of the fc1 output) without re-running fc2, a third of
+# the MLP's forward, since a frozen fc2 needs no input for its backward.
+OWN_MODULES = ("fc1",)
+RECOMPUTE_MODULES = MEGATRON_MODULES + OWN_MODULES
 
 
 def recompute_kwargs(recompute: str) -> dict:
-    """TransformerConfig fields for a recompute spec.
+    """TransformerConfig fields for a recompute spec (our own modules under their own keys).
 
     'none'; 'full' (every layer, uniform); 'selective' (= core_attn); or a comma list of
-    RECOMPUTE_MODULES for selective recompute of those pieces, e.g. 'mlp' (the frozen LM then
-    keeps the MLP input instead of its fc1 output: 2 x ffn / hidden less per token and layer, for
-    one more MLP forward in the backward).
+    RECOMPUTE_MODULES, e.g. 'fc1' for the frozen LM (it then keeps the MLP input instead of its
+    fc1 output: 2 x ffn - hidden fewer values per token and layer, for one more fc1 forward).
 
     Raises:
         ValueError: on an unknown mode or module.
@@ -31,4 +35,7 @@ def recompute_kwargs(recompute: str) -> dict:
     if unknown or not modules:
         raise ValueError(f"recompute: unknown value {recompute!r}, expected one of {RECOMPUTE_CHOICES} "
                          f"or a comma list of {RECOMPUTE_MODULES}")
-    return dict(recompute_granularity="selective", recompute_modules=modules)
+    megatron = [m for m in modules if m in MEGATRON_MODULES]
+    out = dict(recompute_granularity="selective", recompute_modules=megatron) if megatron else {}
+    out.update({f"recompute_{m}": True for m in modules if m in OWN_MODULES})
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from megatron.core import tensor_parallel
 from megatron.core.transformer.mlp import MLP
 
 from acerag_megatron.models.kernels import compiled
@@ -57,7 +58,13 @@ class SwiGLUMLP(MLP):
     def forward(self, hidden_states, per_token_scale=None, **kwargs):
         if per_token_scale is not None:
             raise ValueError("SwiGLUMLP does not support per-token scales (MoE experts)")
+        if getattr(self.config, "recompute_fc1", False):
+            # Keeps the MLP input; fc1 and the SwiGLU run again in the backward, fc2 does not.
+            return self.linear_fc2(tensor_parallel.checkpoint(self._fc1_swiglu, False, hidden_states))
+        return self.linear_fc2(self._fc1_swiglu(hidden_states))
+
+    def _fc1_swiglu(self, hidden_states):
         inter, bias = self.linear_fc1(hidden_states)
         if bias is not None:
             inter = inter + bias
-        return self.linear_fc2(swiglu(inter, self.compiled_kernels))
+        return swiglu(inter, self.compiled_kernels)

@@ -73,7 +73,7 @@ class TrainArguments:
     resume_from_checkpoint: Optional[str] = _help(
         "auto (latest complete checkpoint in output_dir), none, or a checkpoint folder.", default="auto")
     recompute: Optional[str] = _help("Activation recompute of both models: none | full | selective (= core_attn) | "
-                                     "a comma list of core_attn, mlp.", default=None)
+                                     "a comma list of core_attn, mlp, fc1 (fc1 + SwiGLU only).", default=None)
     recompute_encoder: Optional[str] = _help("Recompute spec for the trainable encoder (default: --recompute).",
                                              default=None)
     recompute_lm: Optional[str] = _help("Recompute spec for the frozen LM (default: --recompute).", default=None)

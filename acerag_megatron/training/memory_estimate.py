@@ -34,7 +34,8 @@ def layer_saved_values(arch, trainable: bool, tp: int = 1, sequence_parallel: bo
     seq = tp if sequence_parallel else 1  # activations outside attention/MLP are sequence-split
     if recompute == "full":
         return h / seq  # the layer input; the rest is rebuilt, one layer at a time, in the backward
-    modules = recompute_kwargs(recompute).get("recompute_modules", [])
+    fields = recompute_kwargs(recompute)
+    modules = fields.get("recompute_modules", []) + (["fc1"] if fields.get("recompute_fc1") else [])
     norms = 2 * h / seq + ((q + kv) / tp if arch.qk_norm else 0)
     if "core_attn" in modules:
         # The checkpoint keeps q, k and v as Megatron passes them: v is a view that pins the
@@ -42,10 +43,12 @@ def layer_saved_values(arch, trainable: bool, tp: int = 1, sequence_parallel: bo
         attention = (q + kv + q + 2 * kv) / tp
     else:
         attention = (q + 2 * kv + q) / tp
-    mlp = h / seq if "mlp" in modules else 2 * ffn / tp  # checkpoint input, or the fc1 output
+    recomputed_mlp = "mlp" in modules or "fc1" in modules
+    mlp = h / seq if recomputed_mlp else 2 * ffn / tp  # checkpoint input, or the fc1 output
     linear_inputs = 0.0
-    if trainable:  # qkv and proj inputs; fc1 and fc2 inputs unless the MLP is recomputed
-        linear_inputs = h / seq + q / tp + (0 if "mlp" in modules else h / seq + ffn / tp)
+    if trainable:  # qkv and proj inputs; the fc1 input unless recomputed; the fc2 input unless 'mlp'
+        linear_inputs = (h / seq + q / tp + (0 if recomputed_mlp else h / seq)
+                         + (0 if "mlp" in modules else ffn / tp))
     return norms + attention + mlp + linear_inputs
 
 
@@ -126,9 +129,9 @@ def head_loss_chunk_bytes(arch, predicted: int, tp: int = 1) -> float:
     return rows * local_vocab * (4 + 2)
 
 
-# Cheapest first: the 8-layer encoder's recompute costs a few percent, the frozen MLP's about a
-# fifth of the frozen LM's work, full recompute of the frozen LM about a third.
-FIT_LADDER = (("none", "none"), ("none", "full"), ("mlp", "full"), ("full", "full"))
+# Cheapest first: the 8-layer encoder's recompute costs a few percent, the frozen fc1's about a
+# sixth of the frozen LM's work, full recompute of the frozen LM about a third.
+FIT_LADDER = (("none", "none"), ("none", "full"), ("fc1", "full"), ("full", "full"))
 
 
 def fit_advice(estimate_for, capacity_gib: float, current: tuple[str, str], headroom: float = 0.92) -> str:

@@ -218,6 +218,8 @@ RECOMPUTE_CASES = {  # name: (recompute, recompute_encoder, recompute_lm)
     "mlp_core_attn": ("mlp,core_attn", None, None),
     "lm_mlp": ("none", None, "mlp"),
     "encoder_full": ("none", "full", None),
+    "lm_fc1": ("none", None, "fc1"),
+    "fc1": ("fc1", None, None),
 }
 
 
@@ -232,15 +234,20 @@ def recompute_modes(path: str) -> None:
                                         recompute_encoder=enc, recompute_lm=lm)
         load_hf_into_lm(model.lm, path)
         load_hf_into_encoder(model.encoder, path)
-        calls = {"lm": 0, "encoder": 0}
+        calls = {"lm": 0, "encoder": 0, "lm_fc1": 0, "lm_fc2": 0}
         for role, module in (("lm", model.lm), ("encoder", model.encoder)):
             module.decoder.layers[0].mlp.register_forward_hook(
                 lambda *_, role=role: calls.__setitem__(role, calls[role] + 1))
+        for fc in ("fc1", "fc2"):
+            getattr(model.lm.decoder.layers[0].mlp, f"linear_{fc}").register_forward_hook(
+                lambda *_, key=f"lm_{fc}": calls.__setitem__(key, calls[key] + 1))
         loss = model(splice_batch())
         loss.sum().backward()
         results[name] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
         report(f"recompute_{name}_lm_mlp_forwards", calls["lm"], collective=False)
         report(f"recompute_{name}_encoder_mlp_forwards", calls["encoder"], collective=False)
+        report(f"recompute_{name}_lm_fc1_forwards", calls["lm_fc1"], collective=False)
+        report(f"recompute_{name}_lm_fc2_forwards", calls["lm_fc2"], collective=False)
     for name in RECOMPUTE_CASES:
         report(f"recompute_{name}_loss", (results[name][0] - results["none"][0]).abs().max())
         report(f"recompute_{name}_grad", (results[name][1] - results["none"][1]).abs().max())
@@ -316,7 +323,8 @@ def whole_model_saved_bytes(paths: dict) -> None:
     for fam, path in paths.items():
         arch = ModelArch.from_hf(path)
         for name, (enc_rc, lm_rc) in {"none": ("none", "none"), "mlp": ("mlp", "mlp"),
-                                      "full": ("full", "full"), "core_attn": ("none", "core_attn")}.items():
+                                      "full": ("full", "full"), "core_attn": ("none", "core_attn"),
+                                      "fc1": ("fc1", "fc1")}.items():
             model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
                                             params_dtype=torch.float32, device=device,
                                             recompute_encoder=enc_rc, recompute_lm=lm_rc)
