@@ -7,7 +7,7 @@
 #     pretraining runs also profile where the time goes (PROFILE_STEPS, 0 = off);
 #   - with AB=1 (default) A/B runs on the first model follow: eager instead of compiled
 #     SwiGLU/RoPE/RMSNorm kernels, and (on GPUs that fit without it) encoder-only recompute;
-#   - on GPUs under ~100 GB every run recomputes the encoder and the frozen MLPs to fit.
+#   - on GPUs under ~100 GB every run recomputes the encoder and the frozen fc1 + SwiGLU to fit.
 # Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
 #        MODELS=tiny PRETRAIN_BACKEND=sdpa bash benchmarks/run_gpu.sh   (dry run on a CPU)
 set -uo pipefail
@@ -43,7 +43,7 @@ run() {
 }
 # Under ~100 GB (an 80 GB H100) the single-GPU runs cannot hold the unsharded optimizer state and
 # every activation (training/memory_estimate.py: 81-90 GiB for the pretraining samples); recompute
-# the encoder and the frozen MLPs there, the cheapest pair that fits (63-71 GiB estimated).
+# the encoder and the frozen fc1 + SwiGLU there, the cheapest pair that fits (63-71 GiB estimated).
 GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
 FIT=()
 if [ -n "$GPU_MIB" ] && [ "$GPU_MIB" -lt 100000 ]; then
