@@ -59,3 +59,20 @@ def test_megatron_rope_is_rerouted_only_where_it_applies(monkeypatch):
     assert (routed(t, freqs) - original(t, freqs)).abs().max() <= 1e-6
     for kwargs in ({"rotary_interleaved": True}, {"mscale": 2.0}):  # not ours: Megatron's own path
         assert torch.equal(routed(t, freqs, **kwargs), original(t, freqs, **kwargs))
+
+
+def test_a_failing_compile_falls_back_to_eager(monkeypatch):
+    from acerag_megatron.models import kernels
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no compiler toolchain")
+        return run
+
+    monkeypatch.setattr(kernels.torch, "compile", broken_compile)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    x = _rand(5, 8)
+    with pytest.warns(UserWarning, match="swiglu_forward failed .*no compiler toolchain"):
+        out = compiled(swiglu_forward)(x)
+    assert torch.equal(out, swiglu_forward(x))
+    assert torch.equal(compiled(swiglu_forward)(x), swiglu_forward(x))  # no second warning needed
