@@ -7,7 +7,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
-from acerag_megatron.models.recompute import recompute_kwargs
+from acerag_megatron.models.recompute import recompute_kwargs, recompute_modules
 
 
 def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, sequence_parallel: bool,
@@ -21,7 +21,7 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         sequence_parallel: shard activations along the sequence outside attention/MLP (needs tp > 1).
         params_dtype: parameter dtype (torch.float32 or torch.bfloat16).
         device: resolved device; fusions need TE/GPU and are off otherwise.
-        recompute: a spec for recompute_kwargs().
+        recompute: a spec for recompute_kwargs() (models/recompute.py).
 
     Raises:
         ValueError: on an unknown recompute mode or invalid parallel sizes.
@@ -64,9 +64,7 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
     )
-    own = {k: recompute_fields.pop(k) for k in list(recompute_fields) if k.startswith("recompute_")
-           and k not in ("recompute_granularity", "recompute_method", "recompute_num_layers", "recompute_modules")}
     config = TransformerConfig(**kwargs, **recompute_fields)
-    # Our modules' recompute switches ride on the config (read by models/swiglu.py).
-    config.recompute_fc1 = own.get("recompute_fc1", False)
+    # Our own recompute switch rides on the config (read by models/swiglu.py).
+    config.recompute_fc1 = "fc1" in recompute_modules(recompute)
     return config

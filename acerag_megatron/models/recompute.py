@@ -16,8 +16,24 @@ OWN_MODULES = ("fc1",)
 RECOMPUTE_MODULES = MEGATRON_MODULES + OWN_MODULES
 
 
+def recompute_modules(recompute: str) -> list[str]:
+    """The modules a selective spec names: 'selective' is core_attn; 'none' and 'full' name none.
+
+    Raises:
+        ValueError: on an unknown mode or module.
+    """
+    if recompute in ("none", "full"):
+        return []
+    modules = ["core_attn"] if recompute == "selective" else [m.strip() for m in recompute.split(",") if m.strip()]
+    unknown = [m for m in modules if m not in RECOMPUTE_MODULES]
+    if unknown or not modules:
+        raise ValueError(f"recompute: unknown value {recompute!r}, expected one of {RECOMPUTE_CHOICES} "
+                         f"or a comma list of {RECOMPUTE_MODULES}")
+    return modules
+
+
 def recompute_kwargs(recompute: str) -> dict:
-    """TransformerConfig fields for a recompute spec (our own modules under their own keys).
+    """Megatron TransformerConfig fields for a recompute spec (our own modules are not among them).
 
     'none'; 'full' (every layer, uniform); 'selective' (= core_attn); or a comma list of
     RECOMPUTE_MODULES, e.g. 'fc1' for the frozen LM (it then keeps the MLP input instead of its
@@ -26,16 +42,7 @@ def recompute_kwargs(recompute: str) -> dict:
     Raises:
         ValueError: on an unknown mode or module.
     """
-    if recompute == "none":
-        return {}
     if recompute == "full":
         return dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-    modules = ["core_attn"] if recompute == "selective" else [m.strip() for m in recompute.split(",") if m.strip()]
-    unknown = [m for m in modules if m not in RECOMPUTE_MODULES]
-    if unknown or not modules:
-        raise ValueError(f"recompute: unknown value {recompute!r}, expected one of {RECOMPUTE_CHOICES} "
-                         f"or a comma list of {RECOMPUTE_MODULES}")
-    megatron = [m for m in modules if m in MEGATRON_MODULES]
-    out = dict(recompute_granularity="selective", recompute_modules=megatron) if megatron else {}
-    out.update({f"recompute_{m}": True for m in modules if m in OWN_MODULES})
-    return out
+    megatron = [m for m in recompute_modules(recompute) if m in MEGATRON_MODULES]
+    return dict(recompute_granularity="selective", recompute_modules=megatron) if megatron else {}

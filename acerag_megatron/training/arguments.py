@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, get_args, get_origin
 
-from acerag_megatron.models.recompute import recompute_kwargs
+from acerag_megatron.models.recompute import recompute_modules
 
 
 def _help(text: str, **kw):
@@ -111,7 +111,7 @@ class TrainArguments:
         for flag in ("recompute", "recompute_encoder", "recompute_lm"):
             if getattr(self, flag) is not None:
                 try:
-                    recompute_kwargs(getattr(self, flag))
+                    recompute_modules(getattr(self, flag))
                 except ValueError as e:
                     raise ValueError(f"--{flag}: {e}") from None
         if self.compiled_kernels not in ("auto", "on", "off"):

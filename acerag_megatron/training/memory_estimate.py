@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from acerag_megatron.models.head_loss import CHUNK_BYTES
-from acerag_megatron.models.recompute import recompute_kwargs
+from acerag_megatron.models.recompute import recompute_modules
 from acerag_megatron.training.flops import layer_matmul_params
 
 GIB = 1024 ** 3
@@ -34,8 +34,7 @@ def layer_saved_values(arch, trainable: bool, tp: int = 1, sequence_parallel: bo
     seq = tp if sequence_parallel else 1  # activations outside attention/MLP are sequence-split
     if recompute == "full":
         return h / seq  # the layer input; the rest is rebuilt, one layer at a time, in the backward
-    fields = recompute_kwargs(recompute)
-    modules = fields.get("recompute_modules", []) + (["fc1"] if fields.get("recompute_fc1") else [])
+    modules = recompute_modules(recompute)
     norms = 2 * h / seq + ((q + kv) / tp if arch.qk_norm else 0)
     if "core_attn" in modules:
         # The checkpoint keeps q, k and v as Megatron passes them: v is a view that pins the
