@@ -31,9 +31,7 @@ class _AllowedMaskCache:
 
     def get(self, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.key is None or self.key[0] is not attention_mask or self.key[1] != attention_mask._version:
-            dense = packed_mask.dense_masked(attention_mask) if packed_mask.is_packed_mask(attention_mask) \
-                else attention_mask
-            allowed = ~dense
+            allowed = ~packed_mask.for_backend(attention_mask, dense=True)
             # Applied unconditionally: testing first would cost a device sync.
             none_allowed = ~allowed.any(dim=-1, keepdim=True)
             eye = torch.eye(allowed.shape[-2], allowed.shape[-1], dtype=torch.bool, device=allowed.device)

@@ -73,9 +73,14 @@ class FrozenLM(GPTModel):
             return full_SBV[..., : self.real_vocab_size].transpose(0, 1).contiguous()
         return self._predicted_positions_loss(hidden_SBH, labels)
 
+    def _head_weight(self) -> torch.Tensor:
+        """This rank's [V/tp, H] output rows: the word embeddings when tied."""
+        if self.share_embeddings_and_output_weights:
+            return self.shared_embedding_or_output_weight()
+        return self.output_layer.weight
+
     def _logits(self, hidden_SBH: torch.Tensor) -> torch.Tensor:
-        weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else None
-        logits_SBV, _ = self.output_layer(hidden_SBH, weight=weight)
+        logits_SBV, _ = self.output_layer(hidden_SBH, weight=self._head_weight())
         return self._mask_vocab_padding(logits_SBV)
 
     def _predicted_positions_loss(self, hidden_SBH: torch.Tensor, labels_BS: torch.Tensor) -> torch.Tensor:
@@ -90,7 +95,7 @@ class FrozenLM(GPTModel):
             # Identity forward; the backward all-reduces the per-shard partial gradients.
             hidden_SBH = tensor_parallel.copy_to_tensor_model_parallel_region(hidden_SBH)
         b_N, s_N = (labels_BS != IGNORE_INDEX).nonzero(as_tuple=True)
-        weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights else self.output_layer.weight
+        weight = self._head_weight()
         loss_N = frozen_head_cross_entropy(
             hidden_SBH[s_N, b_N], weight, labels_BS[b_N, s_N],
             vocab_start=parallel_state.get_tensor_model_parallel_rank() * weight.shape[0],

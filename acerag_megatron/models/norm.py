@@ -34,7 +34,7 @@ class RMSNorm(torch.nn.RMSNorm):
         if x.untyped_storage().nbytes() > x.numel() * x.element_size():
             # Megatron hands the q/k norms slices of the fused QKV output; saving a slice for the
             # backward would keep the whole buffer alive, so the norm saves its own copy.
-            x = x.contiguous() if not x.is_contiguous() else x.clone()
+            x = x.clone(memory_format=torch.contiguous_format)
         if not self.compiled_kernels:
             return super().forward(x)
         return compiled(rms_norm)(x, self.weight, self.eps)
