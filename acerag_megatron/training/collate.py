@@ -63,6 +63,11 @@ class _Rows:
         return row * max(self.width, 1) + np.asarray(pos, dtype=np.int64)
 
 
+def _indices(parts: list[np.ndarray]) -> torch.Tensor:
+    """Index arrays concatenated into one long tensor (empty when there are none)."""
+    return torch.from_numpy(np.concatenate(parts).astype(np.int64)) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarray],
           labels: list[np.ndarray], weights: list[float], num_samples: int, scale: float) -> dict:
     """Common tail of the row collators: shifted labels, per-token weights, flat indices."""
@@ -75,16 +80,15 @@ def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarr
         lab[b, : n - 1] = torch.from_numpy(row_labels[1:].astype(np.int64))
         wts[b, : n - 1] = w
     wts[lab == IGNORE_INDEX] = 0.0
-    cat = lambda parts: torch.from_numpy(np.concatenate(parts).astype(np.int64)) if parts else torch.zeros(0, dtype=torch.long)  # noqa: E731
     return {
         "enc_input_ids": enc.ids(),
         "enc_position_ids": enc.positions(),
         "enc_attention_mask": None,
-        "enc_gather_index": cat(gather),
+        "enc_gather_index": _indices(gather),
         "lm_input_ids": ids,
         "lm_position_ids": lm.positions(),
         "lm_attention_mask": None,
-        "splice_index": cat(splice),
+        "splice_index": _indices(splice),
         "labels": lab,
         "loss_weight": wts,
         "report_group": torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids).contiguous(),
@@ -209,69 +213,64 @@ def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: 
     padding between samples or chunks).
 
     Each sample (each encoder chunk) keeps its own positions from 0 and sees only itself,
-    causally, so the rows compute exactly what one row per sample (per chunk) computes.
+    causally, so the rows compute exactly what one row per sample (per chunk) computes. Labels
+    and weights follow collate_finetune: next-token shift, `scale / valid` per sample.
     """
-    rows = collate_finetune(samples, pad_id, scale)  # gather order, per-sample weights
-    rows.update(_packed_encoder_row(samples, pad_id, multiple))
-    lengths = [len(s.input_ids) for s in samples]
-    total = sum(lengths)
-    width = -(-total // multiple) * multiple
-    ids = np.full(width, pad_id, dtype=np.int64)
-    pos = np.arange(width, dtype=np.int64)
-    lab = torch.full((width,), IGNORE_INDEX, dtype=torch.long)
-    wts = torch.zeros(width, dtype=torch.float32)
-    group = torch.zeros(width, dtype=torch.long)
-    segment = -1 - np.arange(width, dtype=np.int64)  # sample b is segment b; pads are their own
-    splice, at = [], 0
-    for b, (smp, n) in enumerate(zip(samples, lengths)):
-        ids[at:at + n] = smp.input_ids
-        pos[at:at + n] = np.arange(n)
-        segment[at:at + n] = b
-        lab[at:at + n] = rows["labels"][b, :n]
-        wts[at:at + n] = rows["loss_weight"][b, :n]
+    chunks, chunk_idx = [], []  # the chunks that select at least one index, in collate_finetune's order
+    for smp in samples:
+        for chunk, idx in zip(smp.encoder_chunks, smp.encoder_indices):
+            if len(idx):
+                chunks.append(chunk)
+                chunk_idx.append(np.asarray(idx, dtype=np.int64))
+    enc_ids, enc_pos, enc_mask, enc_starts = _document_row(chunks, pad_id, multiple)
+    ids, pos, mask, starts = _document_row([s.input_ids for s in samples], pad_id, multiple)
+    lab = torch.full((ids.shape[1],), IGNORE_INDEX, dtype=torch.long)
+    wts = torch.zeros(ids.shape[1], dtype=torch.float32)
+    group = torch.zeros(ids.shape[1], dtype=torch.long)
+    splice = []
+    for b, (smp, at) in enumerate(zip(samples, starts)):
+        n, targets = len(smp.input_ids), np.asarray(smp.labels, dtype=np.int64)[1:]
+        lab[at:at + n - 1] = torch.from_numpy(targets)
+        valid = targets != IGNORE_INDEX
+        wts[at:at + n - 1] = torch.from_numpy(np.where(valid, scale / max(int(valid.sum()), 1), 0.0))
         group[at:at + n] = b
         p = sum(len(ix) for ix in smp.encoder_indices)
         splice.append(at + smp.placeholder_start + np.arange(p))
-        at += n
+    lengths = [len(s.input_ids) for s in samples]
     return {
-        **rows,
-        "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
-        "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "lm_attention_mask": packed_mask(segment, np.zeros(width, dtype=np.int64)),
-        "splice_index": torch.from_numpy(np.concatenate(splice).astype(np.int64)),
+        "enc_input_ids": enc_ids,
+        "enc_position_ids": enc_pos,
+        "enc_attention_mask": enc_mask,
+        "enc_gather_index": _indices([s + idx for s, idx in zip(enc_starts, chunk_idx)]),
+        "lm_input_ids": ids,
+        "lm_position_ids": pos,
+        "lm_attention_mask": mask,
+        "splice_index": _indices(splice),
         "labels": lab.unsqueeze(0),
         "loss_weight": wts.unsqueeze(0),
         "report_group": group.unsqueeze(0),
+        "num_samples": len(samples),
+        "loss_scale": scale,
+        "enc_real_lengths": [len(c) for c in chunks],
         "lm_real_lengths": lengths,
         "lm_attention_pairs": sum(n * (n + 1) // 2 for n in lengths),
     }
 
 
-def _packed_encoder_row(samples, pad_id: int, multiple: int) -> dict:
-    """The encoder chunks that select at least one index, in collate_finetune's order, as one
-    row: chunk j is segment j with positions from 0; gather indices point into the row."""
-    chunks, gather, at = [], [], 0
-    for smp in samples:
-        for chunk, idx in zip(smp.encoder_chunks, smp.encoder_indices):
-            if len(idx):
-                chunks.append(np.asarray(chunk, dtype=np.int64))
-                gather.append(at + np.asarray(idx, dtype=np.int64))
-                at += len(chunk)
-    width = max(-(-at // multiple) * multiple, 1)
+def _document_row(docs, pad_id: int, multiple: int):
+    """Documents back to back in one row padded to a multiple: ids [1, W], positions from 0 in
+    each document [1, W], the packed-mask spec (document j is segment j, each pad token its own)
+    and every document's start."""
+    lengths = [len(d) for d in docs]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if docs else np.zeros(0, np.int64)
+    width = max(-(-sum(lengths) // multiple) * multiple, 1)
     ids = np.full(width, pad_id, dtype=np.int64)
     pos = np.arange(width, dtype=np.int64)
-    segment = -1 - np.arange(width, dtype=np.int64)  # pads are segments of their own
-    at = 0
-    for j, chunk in enumerate(chunks):
-        ids[at:at + len(chunk)], pos[at:at + len(chunk)], segment[at:at + len(chunk)] = chunk, np.arange(len(chunk)), j
-        at += len(chunk)
-    return {
-        "enc_input_ids": torch.from_numpy(ids).unsqueeze(0),
-        "enc_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "enc_attention_mask": packed_mask(segment, np.zeros(width, dtype=np.int64)),
-        "enc_gather_index": torch.from_numpy(np.concatenate(gather) if gather else np.zeros(0, np.int64)),
-        "enc_real_lengths": [len(c) for c in chunks],
-    }
+    segment = -1 - np.arange(width, dtype=np.int64)
+    for j, (doc, at, n) in enumerate(zip(docs, starts, lengths)):
+        ids[at:at + n], pos[at:at + n], segment[at:at + n] = doc, np.arange(n), j
+    return (torch.from_numpy(ids).unsqueeze(0), torch.from_numpy(pos).unsqueeze(0),
+            packed_mask(segment, np.zeros(width, dtype=np.int64)), starts)
 
 
 def group_by_tokens(samples, max_tokens: int) -> list[list]:
