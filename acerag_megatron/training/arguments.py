@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, get_args, get_origin
 
+from acerag_megatron.device import COMPILED_KERNELS
 from acerag_megatron.models.recompute import recompute_modules
 
 
@@ -114,8 +115,8 @@ class TrainArguments:
                     recompute_modules(getattr(self, flag))
                 except ValueError as e:
                     raise ValueError(f"--{flag}: {e}") from None
-        if self.compiled_kernels not in ("auto", "on", "off"):
-            raise ValueError(f"--compiled_kernels must be auto|on|off, got {self.compiled_kernels!r}")
+        if self.compiled_kernels not in COMPILED_KERNELS:
+            raise ValueError(f"--compiled_kernels must be one of {COMPILED_KERNELS}, got {self.compiled_kernels!r}")
         if self.window_impl not in ("packed", "loop"):
             raise ValueError(f"--window_impl must be packed|loop, got {self.window_impl!r}")
         if self.save_strategy not in ("epoch", "steps", "no"):

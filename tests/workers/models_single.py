@@ -30,6 +30,16 @@ from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  
 ENC_LAYERS = 2
 
 
+def loaded_model(path: str, device=DEVICE, **kwargs):
+    """The tiny CompressiveModel of `path` (TP=1, float32) with its HF weights in both models."""
+    arch = ModelArch.from_hf(path)
+    model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
+                                    params_dtype=torch.float32, device=device, **kwargs)
+    load_hf_into_lm(model.lm, path)
+    load_hf_into_encoder(model.encoder, path)
+    return model
+
+
 def hf_parity(fam: str, path: str, workdir: str) -> None:
     arch = ModelArch.from_hf(path)
     lm = build_for_role(arch, "lm", arch.num_layers, tp=1, pp=1, device=DEVICE).eval()
@@ -114,11 +124,7 @@ def reference_splice_loss(path: str, batch: dict):
 
 
 def splice_checks(path: str) -> None:
-    arch = ModelArch.from_hf(path)
-    model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
-                                    params_dtype=torch.float32, device=DEVICE)
-    load_hf_into_lm(model.lm, path)
-    load_hf_into_encoder(model.encoder, path)
+    model = loaded_model(path)
     batch = splice_batch()
     loss = model(batch)
     ref_loss, hf_enc = reference_splice_loss(path, batch)
@@ -226,14 +232,9 @@ RECOMPUTE_CASES = {  # name: (recompute, recompute_encoder, recompute_lm)
 def recompute_modes(path: str) -> None:
     """Every recompute choice gives the same loss and encoder grads as none, and a per-model
     choice reaches only its model (an MLP recomputed in backward runs its forward twice)."""
-    arch = ModelArch.from_hf(path)
     results = {}
     for name, (both, enc, lm) in {"none": ("none", None, None), **RECOMPUTE_CASES}.items():
-        model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
-                                        params_dtype=torch.float32, device=DEVICE, recompute=both,
-                                        recompute_encoder=enc, recompute_lm=lm)
-        load_hf_into_lm(model.lm, path)
-        load_hf_into_encoder(model.encoder, path)
+        model = loaded_model(path, recompute=both, recompute_encoder=enc, recompute_lm=lm)
         calls = {"lm": 0, "encoder": 0, "lm_fc1": 0, "lm_fc2": 0}
         for role, module in (("lm", model.lm), ("encoder", model.encoder)):
             module.decoder.layers[0].mlp.register_forward_hook(
@@ -256,13 +257,9 @@ def recompute_modes(path: str) -> None:
 def compiled_kernels(path: str) -> None:
     """Compiled SwiGLU and RoPE give the eager loss and encoder gradients (run last: routing
     Megatron's RoPE through the compiled kernel is process-wide)."""
-    arch = ModelArch.from_hf(path)
     results = {}
     for name, device in (("eager", DEVICE), ("compiled", resolve_device("sdpa", "on"))):
-        model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
-                                        params_dtype=torch.float32, device=device)
-        load_hf_into_lm(model.lm, path)
-        load_hf_into_encoder(model.encoder, path)
+        model = loaded_model(path, device)
         loss = model(splice_batch())
         loss.sum().backward()
         results[name] = (loss.detach(), model.encoder.decoder.layers[0].self_attention.linear_qkv.weight.grad)
@@ -358,11 +355,7 @@ def tied_head_loss(workdir: str) -> None:
     path = os.path.join(workdir, "hf_llama_tied")
     if not os.path.exists(os.path.join(path, "config.json")):
         make_tiny_hf_model("llama", path, VOCAB, num_layers=4, seed=4, tie_word_embeddings=True)
-    arch = ModelArch.from_hf(path)
-    model = build_compressive_model(arch, arch, ENC_LAYERS, tp=1, pp=1, sequence_parallel=False,
-                                    params_dtype=torch.float32, device=DEVICE)
-    load_hf_into_lm(model.lm, path)
-    load_hf_into_encoder(model.encoder, path)
+    model = loaded_model(path)
     batch = splice_batch()
     ref_loss, _ = reference_splice_loss(path, batch)
     report("tied_splice_loss_vs_hf", (model(batch) - ref_loss).abs().max())
