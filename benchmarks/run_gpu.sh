@@ -5,9 +5,13 @@
 #   - tools/benchmark.py runs both models x both modes at real shapes with random weights,
 #     each in its own process under a timeout, and writes JSON + logs to $RESULTS;
 #     pretraining runs also profile where the time goes (PROFILE_STEPS, 0 = off);
-#   - with AB=1 (default) A/B runs on the first model follow: eager instead of compiled
-#     SwiGLU/RoPE/RMSNorm kernels, and (on GPUs that fit without it) encoder-only recompute;
-#   - on GPUs under ~100 GB every run recomputes the encoder and the frozen fc1 + SwiGLU to fit.
+#   - with AB=1 (default) runs on the first model follow: the recompute choice that fits an
+#     80 GB GPU (on larger GPUs, to measure its peak and cost), then eager instead of compiled
+#     SwiGLU/RoPE/RMSNorm kernels;
+#   - on GPUs under ~100 GB every run recomputes the encoder and the frozen fc1 + SwiGLU to fit;
+#   - BUDGET_S (seconds, default none) skips the runs that would start after it has passed;
+#     ARCHIVE=file.tgz packs $RESULTS into one archive after every run, so a run cut short
+#     still leaves the finished ones in it.
 # Usage: bash benchmarks/run_gpu.sh            (RESULTS=benchmarks/results by default)
 #        MODELS=tiny PRETRAIN_BACKEND=sdpa bash benchmarks/run_gpu.sh   (dry run on a CPU)
 set -uo pipefail
@@ -31,15 +35,19 @@ cat "$RESULTS/gpu.txt"
 
 run() {
   local name=$1; shift
+  if [ -n "${BUDGET_S:-}" ] && [ "$SECONDS" -ge "$BUDGET_S" ]; then
+    echo "== $name skipped: ${SECONDS}s of the ${BUDGET_S}s budget spent"; return
+  fi
   local t0=$SECONDS
   timeout "${STEP_TIMEOUT:-170}" $PY tools/benchmark.py --output "$RESULTS/$name.json" "$@" > "$RESULTS/$name.log" 2>&1
   local rc=$?
   echo "== $name rc=$rc $((SECONDS - t0))s"
   if [ -f "$RESULTS/$name.json" ]; then
-    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')}); p=r.get('profile'); p and print('  time:', ', '.join(f'{k} {v[\"share\"]:.0%}' for k, v in p['by_category'].items())); e=r.get('memory_estimate_gib'); e and print(f'  memory: peak {r[\"peak_memory_gib\"]:.1f} GiB, estimate {e[\"total\"]:.1f} GiB')" "$RESULTS/$name.json"
+    $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in ('step_time_s','tokens_per_s','samples_per_s','model_tflops_per_gpu','mfu','peak_memory_gib','lm_tokens_packed','lm_tokens_loop','loss')}); p=r.get('profile'); p and print('  time:', ', '.join(f'{k} {v[\"share\"]:.0%}' for k, v in p['by_category'].items())); e=r.get('memory_estimate_gib'); e and print(f'  memory: peak {r[\"peak_memory_gib\"]:.1f} GiB (reserved {r[\"peak_reserved_gib\"] or 0:.1f}), estimate {e[\"total\"]:.1f} GiB')" "$RESULTS/$name.json"
   else
     tail -n 15 "$RESULTS/$name.log"
   fi
+  if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE.tmp" -C "$RESULTS" . && mv "$ARCHIVE.tmp" "$ARCHIVE"; fi
 }
 # Under ~100 GB (an 80 GB H100) the single-GPU runs cannot hold the unsharded optimizer state and
 # every activation (training/memory_estimate.py: 81-90 GiB for the pretraining samples); recompute
@@ -58,10 +66,10 @@ for M in $MODELS; do
 done
 if [ "${AB:-1}" = 1 ]; then
   M=${MODELS%% *}
+  if [ ${#FIT[@]} -eq 0 ]; then  # a larger GPU: what the 80 GB configuration costs and peaks at
+    run "${M}_pretrain_fit80" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
+      --recompute_encoder full --recompute_lm fc1
+  fi
   run "${M}_pretrain_eager_kernels" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
     --compiled_kernels off "${FIT[@]}"
-  if [ ${#FIT[@]} -eq 0 ]; then
-    run "${M}_pretrain_recompute_encoder" --model "$M" "${PRETRAIN[@]}" -- --attention_backend "$PRETRAIN_BACKEND" \
-      --recompute_encoder full
-  fi
 fi

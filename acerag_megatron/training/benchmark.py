@@ -97,6 +97,7 @@ def packed_lm_tokens(sample) -> int:
 
 def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup: int, extra_args: list[str],
                   profile_steps: int = 0) -> dict:
+    import torch
     import torch.distributed as dist
 
     from acerag_megatron.parallel import destroy_parallel
@@ -115,6 +116,8 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         trainer = Trainer(args, dataset=SyntheticDataset(sample), archs=(arch, arch), load_weights=False)
         results = [trainer.train_step() for _ in range(steps + warmup)][warmup:]
         mem = trainer.memory_gib()
+        # What the caching allocator held at most: the figure that decides whether a run fits a GPU.
+        reserved = torch.cuda.max_memory_reserved() / 2**30 if trainer.device.device == "cuda" else None
         mb = trainer._step_microbatches()[0]
         estimate = trainer.memory_estimate(mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(),
                                            int((mb["labels"] != -100).sum()))
@@ -134,7 +137,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         "lm_tokens_per_s": float(np.median([r["lm_tokens_per_s"] for r in results])),
         "model_tflops_per_gpu": float(np.median([r["tflops_per_gpu"] for r in results])),
         "mfu": float(np.median([r["mfu"] for r in results])),
-        "peak_memory_gib": mem, "memory_estimate_gib": estimate.as_dict(), "loss": results[-1]["loss"], "steps_timed": steps,
+        "peak_memory_gib": mem, "peak_reserved_gib": reserved, "memory_estimate_gib": estimate.as_dict(), "loss": results[-1]["loss"], "steps_timed": steps,
         "recompute_encoder": args.recompute_encoder or args.recompute,
         "recompute_lm": args.recompute_lm or args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
     }
