@@ -76,3 +76,36 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
         out = compiled(swiglu_forward)(x)
     assert torch.equal(out, swiglu_forward(x))
     assert torch.equal(compiled(swiglu_forward)(x), swiglu_forward(x))  # no second warning needed
+
+
+def test_token_dimension_is_dynamic_and_the_others_are_constants():
+    from torch._dynamo.utils import counters
+
+    from acerag_megatron.models.kernels import _CompiledOrEager
+
+    def scale_rows(x, w):
+        return x * w
+
+    kernel = _CompiledOrEager(scale_rows)
+    before = counters["stats"]["unique_graphs"]
+    for rows in (7, 33, 50):  # packed rows of new lengths: no recompile
+        x, w = _rand(rows, 24), _rand(24, seed=1)
+        assert torch.equal(kernel(x, w), x * w)
+    assert counters["stats"]["unique_graphs"] - before == 1
+
+
+def test_cached_cos_sin_follow_the_angles_tensor(monkeypatch):
+    original = rope_utils._apply_rotary_pos_emb_bshd
+    monkeypatch.setattr(rope_utils, "_apply_rotary_pos_emb_bshd", original)
+    use_compiled_rope()
+    routed = rope_utils._apply_rotary_pos_emb_bshd
+    t, freqs = _rand(6, 1, 2, 8), _rand(6, 1, 1, 8, seed=1)
+    assert (routed(t, freqs) - original(t, freqs)).abs().max() <= 1e-6
+    assert (routed(t * 2, freqs) - original(t * 2, freqs)).abs().max() <= 1e-6  # same angles, from the cache
+    freqs.mul_(3)  # changed in place: the cache must not serve the old cos/sin
+    assert (routed(t, freqs) - original(t, freqs)).abs().max() <= 1e-6
+    other = _rand(6, 1, 1, 8, seed=2)
+    assert (routed(t, other) - original(t, other)).abs().max() <= 1e-6
+    half = t.to(torch.bfloat16)  # cos/sin per dtype; the fused kernel rounds once, eager after every op
+    exact = original(half.float(), other)
+    assert (routed(half, other).float() - exact).abs().max() <= 1e-2 * exact.abs().max()

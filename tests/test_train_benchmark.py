@@ -28,3 +28,20 @@ def test_tiny_benchmark_prints_json(mode, tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-6
     assert shares["gemm"] > 0 and shares["attention"] > 0
     assert "where the CPU time goes" in proc.stderr
+
+
+def test_gpu_profile_counts_each_kernel_once():
+    from types import SimpleNamespace
+
+    import torch
+
+    from acerag_megatron.training.step_profile import own_time_us
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    kernel = SimpleNamespace(device_type=cuda, is_user_annotation=False, self_device_time_total=7.0, self_cpu_time_total=0)
+    launcher = SimpleNamespace(device_type=cpu, is_user_annotation=False, self_device_time_total=7.0,
+                               self_cpu_time_total=3.0)  # aten::mm reports its kernel's time as its own
+    annotation = SimpleNamespace(device_type=cuda, is_user_annotation=True, self_device_time_total=7.0,
+                                 self_cpu_time_total=0)
+    assert [own_time_us(e, cuda=True) for e in (kernel, launcher, annotation)] == [7.0, 0, 0]
+    assert own_time_us(launcher, cuda=False) == 3.0
