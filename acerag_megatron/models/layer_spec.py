@@ -4,6 +4,7 @@ SwiGLU MLP that saves only its input for backward."""
 from __future__ import annotations
 
 import copy
+import logging
 
 from megatron.core.models.gpt.gpt_layer_specs import (
     get_gpt_layer_local_spec,
@@ -17,6 +18,18 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.attention import FlexAttention, SDPAttention
 from acerag_megatron.models.norm import RMSNorm
 from acerag_megatron.models.swiglu import SwiGLUMLP
+
+
+class _QuietSwiGLUSpec(logging.Filter):
+    """Megatron's TransformerLayer passes tp_group only to an MLP spec whose module is exactly
+    MLP and logs "Unknown MLP type" for every layer otherwise; SwiGLUMLP (an MLP subclass) then
+    takes the default tensor-parallel group, the one Megatron would have passed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unknown MLP type")
+
+
+_quiet = _QuietSwiGLUSpec()
 
 
 def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
@@ -33,6 +46,9 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     sub = spec.submodules
     sub.input_layernorm = norm
     sub.pre_mlp_layernorm = norm
+    layer_logger = logging.getLogger("megatron.core.transformer.transformer_layer")
+    if _quiet not in layer_logger.filters:
+        layer_logger.addFilter(_quiet)
     sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules,
                          params={"compiled_kernels": device_info.compiled_kernels})
     attn = sub.self_attention.submodules

@@ -126,7 +126,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
             if profile_steps else None
         device = trainer.device.describe()
         world = dist.get_world_size()
-        destroy_parallel()
+        destroy_parallel(process_group=True)
     step = float(np.median([r["step_time"] for r in results]))
     tokens = seq_len if mode == "pretrain" else 3584 + 1424
     out = {
