@@ -109,12 +109,14 @@ class TrainArguments:
     def __post_init__(self):
         if self.recompute is None:
             self.recompute = "full" if self.gradient_checkpointing else "none"
+        # Each model's spec resolved once here: everything downstream reads the two fields.
+        self.recompute_encoder = self.recompute_encoder or self.recompute
+        self.recompute_lm = self.recompute_lm or self.recompute
         for flag in ("recompute", "recompute_encoder", "recompute_lm"):
-            if getattr(self, flag) is not None:
-                try:
-                    recompute_modules(getattr(self, flag))
-                except ValueError as e:
-                    raise ValueError(f"--{flag}: {e}") from None
+            try:
+                recompute_modules(getattr(self, flag))
+            except ValueError as e:
+                raise ValueError(f"--{flag}: {e}") from None
         if self.compiled_kernels not in COMPILED_KERNELS:
             raise ValueError(f"--compiled_kernels must be one of {COMPILED_KERNELS}, got {self.compiled_kernels!r}")
         if self.window_impl not in ("packed", "loop"):

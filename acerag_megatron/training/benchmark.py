@@ -137,9 +137,9 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         "lm_tokens_per_s": float(np.median([r["lm_tokens_per_s"] for r in results])),
         "model_tflops_per_gpu": float(np.median([r["tflops_per_gpu"] for r in results])),
         "mfu": float(np.median([r["mfu"] for r in results])),
-        "peak_memory_gib": mem, "peak_reserved_gib": reserved, "memory_estimate_gib": estimate.as_dict(), "loss": results[-1]["loss"], "steps_timed": steps,
-        "recompute_encoder": args.recompute_encoder or args.recompute,
-        "recompute_lm": args.recompute_lm or args.recompute, "window_impl": args.window_impl if mode == "pretrain" else None,
+        "peak_memory_gib": mem, "peak_reserved_gib": reserved, "memory_estimate_gib": estimate.as_dict(),
+        "loss": results[-1]["loss"], "steps_timed": steps,
+        "recompute_encoder": args.recompute_encoder, "recompute_lm": args.recompute_lm, "window_impl": args.window_impl if mode == "pretrain" else None,
     }
     if profile:
         out["profile"] = profile

@@ -21,7 +21,7 @@ def build_model(args, device, lm_arch, enc_arch, load_weights: bool = True):
     model = build_compressive_model(
         lm_arch, enc_arch, args.encoder_num_hidden_layers,
         tp=args.tensor_model_parallel_size, pp=args.pipeline_model_parallel_size,
-        sequence_parallel=args.sequence_parallel, params_dtype=dtype, device=device, recompute=args.recompute,
+        sequence_parallel=args.sequence_parallel, params_dtype=dtype, device=device,
         recompute_encoder=args.recompute_encoder, recompute_lm=args.recompute_lm)
     if load_weights:
         load_hf_into_lm(model.lm, args.language_model_name_or_path)

@@ -98,7 +98,7 @@ class Trainer:
         self.sampler.consumed_samples = self.consumed
         self._batches = iter(self.sampler)
         # The next step's micro-batches are collated on a thread while this step runs on the
-        # device: the packed window mask alone is 118 MB of booleans for an 8192-token sample.
+        # device (packing, index building and mask specs are host work on numpy).
         # Checkpoints record consumed samples, not the iterator, so reading ahead is safe.
         self._collator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate")
         self._next_mbs = None
@@ -135,8 +135,8 @@ class Trainer:
             f"  device         {self.device.describe()}",
             f"  parallelism    world {dist.get_world_size()} = TP {a.tensor_model_parallel_size} x "
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
-            f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder or a.recompute}, "
-            f"LM {a.recompute_lm or a.recompute}; "
+            f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder}, "
+            f"LM {a.recompute_lm}; "
             f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} "
             f"{'fused' if a.fused_optimizer else 'foreach'} AdamW; "
             f"grad reduce {'overlapped' if a.overlap_grad_reduce else 'after backward'}",
@@ -161,8 +161,7 @@ class Trainer:
             self.lm_arch, self.enc_arch, a.encoder_num_hidden_layers, lm_tokens, enc_tokens, predicted,
             tp=a.tensor_model_parallel_size, pp=a.pipeline_model_parallel_size, dp=self.dp,
             sequence_parallel=a.sequence_parallel, distributed_optimizer=a.use_distributed_optimizer, bf16=a.bf16,
-            recompute_lm=recompute_lm or a.recompute_lm or a.recompute,
-            recompute_encoder=recompute_encoder or a.recompute_encoder or a.recompute)
+            recompute_lm=recompute_lm or a.recompute_lm, recompute_encoder=recompute_encoder or a.recompute_encoder)
 
     def memory_summary(self) -> str:
         """Static GiB, then activation GiB per 1,000 tokens (a micro-batch's tokens decide the peak)."""
@@ -228,7 +227,7 @@ class Trainer:
         mb = max(mbs, key=lambda m: m["lm_input_ids"].numel() + m["enc_input_ids"].numel())
         counts = (mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(), int((mb["labels"] != -100).sum()))
         capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
-        current = (a.recompute_lm or a.recompute, a.recompute_encoder or a.recompute)
+        current = (a.recompute_lm, a.recompute_encoder)
         advice = fit_advice(lambda lm, enc: self.memory_estimate(*counts, recompute_lm=lm, recompute_encoder=enc),
                             capacity, current)
         return f"micro-batch of {counts[0]} LM and {counts[1]} encoder tokens; {advice}"
