@@ -76,6 +76,9 @@ class SDPAttention(MegatronModule):
         return out_bhsd.permute(2, 0, 1, 3).reshape(sq, b, h * d)
 
     def attend(self, q_bhsd, k_bgsd, v_bgsd, attention_mask, causal: bool):
+        if self.flash_only and attention_mask is not None:
+            # Flash kernels take no mask; SDPA would fail with "no available kernel" at best.
+            raise ValueError(f"flash-pinned SDPA takes no explicit mask (got a {_mask_kind(attention_mask)} mask)")
         kwargs = dict(dropout_p=self.dropout_p if self.training else 0.0, scale=self.softmax_scale)
         groups, heads = k_bgsd.shape[1], q_bhsd.shape[1]
         if attention_mask is None:
@@ -165,3 +168,51 @@ class FlexAttention(SDPAttention):
         block_mask = _BLOCK_MASKS.get(attention_mask, b, sq, k_bgsd.shape[2], q_bhsd.device)
         return _flex(q_bhsd, k_bgsd, v_bgsd, block_mask=block_mask, scale=self.softmax_scale,
                      enable_gqa=k_bgsd.shape[1] != q_bhsd.shape[1])
+
+
+def _mask_kind(attention_mask) -> str:
+    return "packed-row spec" if packed_mask.is_packed_mask(attention_mask) else "dense"
+
+
+class CausalOnly(MegatronModule):
+    """An attention that honours only its causal mask type (Transformer Engine's fused attention,
+    flash kernels), refusing any explicit mask instead of silently ignoring it."""
+
+    def __init__(self, config, inner: torch.nn.Module, name: str):
+        super().__init__(config=config)
+        self.inner, self.name = inner, name
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if attention_mask is not None:
+            raise ValueError(f"{self.name} attention honours only its causal mask type; a {_mask_kind(attention_mask)} "
+                             "mask must go to a backend that reads it (flex, sdpa, unfused)")
+        return self.inner(query, key, value, None, attn_mask_type=AttnMaskType.causal,
+                          attention_bias=attention_bias, packed_seq_params=packed_seq_params)
+
+
+class MaskRoutedAttention(MegatronModule):
+    """Rows without a mask go to `causal` (wrapped in CausalOnly); masked rows go to `masked`, a
+    module that reads the mask. Both are built from specs with Megatron's core-attention arguments.
+
+    One forward receives one mask for the whole micro-batch, so routing is per micro-batch:
+    plain causal batches use the fastest kernel, packed windows and document masks stay exact.
+    """
+
+    def __init__(self, config, layer_number: int, attn_mask_type: AttnMaskType, attention_type: str = "self",
+                 attention_dropout: float | None = None, softmax_scale: float | None = None,
+                 cp_comm_type: str | None = None, pg_collection=None, *, causal, masked, causal_name: str):
+        super().__init__(config=config)
+        kwargs = dict(config=config, layer_number=layer_number, attn_mask_type=attn_mask_type,
+                      attention_type=attention_type, softmax_scale=softmax_scale, cp_comm_type=cp_comm_type,
+                      pg_collection=pg_collection)
+        if attention_dropout is not None:
+            kwargs["attention_dropout"] = attention_dropout
+        self.causal = CausalOnly(config, causal(**kwargs), causal_name)
+        self.masked = masked(**kwargs)
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        target = self.causal if attention_mask is None else self.masked
+        return target(query, key, value, attention_mask, attn_mask_type=attn_mask_type,
+                      attention_bias=attention_bias, packed_seq_params=packed_seq_params)

@@ -1,6 +1,7 @@
-"""Transformer layer and block specs: Transformer Engine where usable, else the local spec with
-our sequence-parallel RMSNorm, our core attention (SDPA by default, or FlexAttention) and a
-SwiGLU MLP that saves only its input for backward."""
+"""Transformer layer and block specs: Transformer Engine linears and norms where usable, else the
+local spec with our sequence-parallel RMSNorm and a SwiGLU MLP that saves only its input for
+backward. Core attention is chosen per kind of row (device.py): masked rows always reach a
+module that reads the mask, whatever runs the plain causal rows."""
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,7 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
-from acerag_megatron.models.attention import FlexAttention, SDPAttention
+from acerag_megatron.models.attention import FlexAttention, MaskRoutedAttention, SDPAttention
 from acerag_megatron.models.norm import RMSNorm
 from acerag_megatron.models.swiglu import SwiGLUMLP
 
@@ -32,6 +33,33 @@ class _QuietSwiGLUSpec(logging.Filter):
 _quiet = _QuietSwiGLUSpec()
 
 
+_TE_ATTENTION = ("megatron.core.extensions.transformer_engine", "TEDotProductAttention")
+
+
+def _attention_module_spec(backend: str) -> ModuleSpec:
+    if backend == "te":
+        return ModuleSpec(module=_TE_ATTENTION)  # imported when built: specs are testable without TE
+    if backend == "flex":
+        return ModuleSpec(module=FlexAttention)
+    if backend == "unfused":
+        # Megatron's reference attention; it reads masks as long as its fused causal softmax
+        # (which drops them) stays off, as megatron_config sets masked_softmax_fusion.
+        from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+        return ModuleSpec(module=DotProductAttention)
+    return ModuleSpec(module=SDPAttention, params={"flash_only": backend == "flash"})
+
+
+def core_attention_spec(device_info: DeviceInfo) -> ModuleSpec:
+    """The core-attention slot: one module when the causal-row backend also reads masks, else a
+    router sending unmasked rows to it and masked rows to device_info.masked_attention."""
+    causal, masked = device_info.causal_attention, device_info.masked_attention
+    if causal == masked:
+        return _attention_module_spec(masked)
+    return ModuleSpec(module=MaskRoutedAttention, params={
+        "causal": _attention_module_spec(causal), "masked": _attention_module_spec(masked), "causal_name": causal})
+
+
 def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     """Spec of one transformer layer (RMSNorm, SwiGLU, RoPE, GQA, optional QK-norm).
 
@@ -40,7 +68,9 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
         device_info: TE spec when device_info.use_te, else the local spec with our modules.
     """
     if device_info.use_te:
-        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
+        spec = copy.deepcopy(get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm))
+        spec.submodules.self_attention.submodules.core_attention = core_attention_spec(device_info)
+        return spec
     spec = copy.deepcopy(get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=arch.qk_norm))
     norm = ModuleSpec(module=RMSNorm, params={"compiled_kernels": device_info.compiled_kernels})
     sub = spec.submodules
@@ -52,11 +82,7 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules,
                          params={"compiled_kernels": device_info.compiled_kernels})
     attn = sub.self_attention.submodules
-    backend = device_info.attention_backend
-    if backend == "flex":
-        attn.core_attention = ModuleSpec(module=FlexAttention)
-    elif backend != "unfused":  # 'unfused' keeps Megatron's DotProductAttention as a reference
-        attn.core_attention = ModuleSpec(module=SDPAttention, params={"flash_only": backend == "flash"})
+    attn.core_attention = core_attention_spec(device_info)
     if arch.qk_norm:
         attn.q_layernorm = norm
         attn.k_layernorm = norm

@@ -52,13 +52,14 @@ def dense_masked(spec: torch.Tensor) -> torch.Tensor:
 
 def for_backend(mask, dense: bool):
     """The mask as the attention backend takes it: specs become dense matrices where `dense`
-    (TE, Megatron's unfused attention); anything else passes through."""
+    (Megatron's unfused attention); anything else passes through."""
     return dense_masked(mask) if dense and is_packed_mask(mask) else mask
 
 
 def dense_backend(device_info) -> bool:
-    """Our SDPA and Flex modules read specs; TE and Megatron's own attention need the matrix."""
-    return device_info.attention_backend in ("te", "unfused")
+    """Our SDPA and Flex modules read specs; Megatron's own attention needs the matrix. Masked
+    rows never reach TE (device.py), so its mask format does not matter."""
+    return device_info.masked_attention == "unfused"
 
 
 def mask_mod(spec: torch.Tensor):

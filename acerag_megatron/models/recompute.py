@@ -46,3 +46,16 @@ def recompute_kwargs(recompute: str) -> dict:
         return dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     megatron = [m for m in recompute_modules(recompute) if m in MEGATRON_MODULES]
     return dict(recompute_granularity="selective", recompute_modules=megatron) if megatron else {}
+
+
+def check_layer_support(flag: str, recompute: str, te_layers: bool) -> None:
+    """Refuse a spec the layers would silently ignore: fc1 recompute lives in our SwiGLU MLP,
+    which Transformer Engine's layer spec replaces with its own fused MLP.
+
+    Raises:
+        ValueError: naming the flag, when `te_layers` and the spec names fc1.
+    """
+    if te_layers and "fc1" in recompute_modules(recompute):
+        raise ValueError(f"--{flag} {recompute}: fc1 recompute needs the local layer spec (Transformer Engine's "
+                         "MLP has no such mode); use 'mlp' or 'full', or pick local layers with "
+                         "--attention_backend flex")

@@ -18,6 +18,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from acerag_megatron.data.sampler import DistributedBatchSampler
 from acerag_megatron.device import resolve_device
 from acerag_megatron.models.arch import ModelArch
+from acerag_megatron.models.recompute import check_layer_support
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
 from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
@@ -51,6 +52,11 @@ class Trainer:
     def __init__(self, args: TrainArguments, *, dataset=None, archs=None, load_weights: bool = True):
         self.args = args
         self.device = resolve_device(args.attention_backend, args.compiled_kernels)
+        for flag in ("recompute_encoder", "recompute_lm"):
+            try:
+                check_layer_support(flag, getattr(args, flag), self.device.use_te)
+            except ValueError as e:
+                raise SystemExit(f"error: {e}")
         if args.bf16 is None:
             args.bf16 = self.device.device == "cuda"
         if args.fused_optimizer is None:
