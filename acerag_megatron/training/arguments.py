@@ -52,7 +52,8 @@ class TrainArguments:
                        default="pt")
     learning_rate: float = _help("Peak learning rate (AdamW).", default=5e-5)
     per_device_train_batch_size: int = _help("Samples per micro-batch per data-parallel rank.", default=1)
-    gradient_checkpointing: bool = _help("Activation recompute; maps to --recompute full unless --recompute is set.",
+    gradient_checkpointing: bool = _help("Activation recompute: the cheapest recompute choice whose memory estimate "
+                                         "fits the longest sample on this device (explicit --recompute* flags win).",
                                          default=False)
     attn_implementation: Optional[str] = _help("Accepted for compatibility; flash_attention_2/sdpa map to "
                                                "--attention_backend auto.", default=None)
@@ -73,6 +74,10 @@ class TrainArguments:
     logging_steps: int = _help("Log every N steps.", default=50)
     resume_from_checkpoint: Optional[str] = _help(
         "auto (latest complete checkpoint in output_dir), none, or a checkpoint folder.", default="auto")
+    save_total_limit: Optional[int] = _help("Keep only the newest N checkpoints (older ones are deleted after each "
+                                            "save); default: keep all.", default=None)
+    allow_resume_changes: bool = _help("Resume even when the global batch, data files or tokenizer differ from the "
+                                       "checkpoint's (the saved data position is then reinterpreted).", default=False)
     recompute: Optional[str] = _help("Activation recompute of both models: none | full | selective (= core_attn) | "
                                      "a comma list of core_attn, mlp, fc1 (fc1 + SwiGLU only).", default=None)
     recompute_encoder: Optional[str] = _help("Recompute spec for the trainable encoder (default: --recompute).",
@@ -107,6 +112,10 @@ class TrainArguments:
     report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
 
     def __post_init__(self):
+        # The seed's bare --gradient_checkpointing is resolved against the memory estimate once
+        # the models and the device are known (training/recompute_choice.py); explicit flags win.
+        self.recompute_by_estimate = (self.gradient_checkpointing and self.recompute is None
+                                      and self.recompute_encoder is None and self.recompute_lm is None)
         if self.recompute is None:
             self.recompute = "full" if self.gradient_checkpointing else "none"
         # Each model's spec resolved once here: everything downstream reads the two fields.
@@ -203,7 +212,9 @@ def notes_for(args: TrainArguments) -> list[str]:
         notes.append(f"--deepspeed {args.deepspeed}: ZeRO stage {stage} -> Megatron "
                      f"{'distributed optimizer' if args.use_distributed_optimizer else 'replicated optimizer'}")
     if args.gradient_checkpointing:
-        notes.append(f"--gradient_checkpointing -> --recompute {args.recompute}")
+        how = getattr(args, "recompute_reason", None) or "explicit --recompute flags win"
+        notes.append(f"--gradient_checkpointing -> --recompute_encoder {args.recompute_encoder} "
+                     f"--recompute_lm {args.recompute_lm} ({how})")
     if args.attn_implementation:
         notes.append(f"--attn_implementation {args.attn_implementation} -> --attention_backend {args.attention_backend}")
     return notes

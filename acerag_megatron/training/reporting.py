@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from acerag_megatron.weights.atomic import write_file
+
 
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -24,6 +26,7 @@ class Reporter:
         self.total = total_steps
         self.t0 = time.time()
         self.start_step = 0
+        self._trimmed = False
         self.sinks = []
         self.metrics_path = Path(output_dir) / "metrics.jsonl"
         if not enabled:
@@ -64,9 +67,27 @@ class Reporter:
             return  # not a terminal: print ~20 lines per run, not one per step
         print(msg, end=end, file=sys.stderr, flush=True)
 
+    def _trim_metrics(self):
+        """Cut metrics.jsonl back to start_step: records after it come from a run that stopped
+        before its next checkpoint, and this run logs those steps again."""
+        self._trimmed = True
+        if not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off when the previous run was killed
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= self.start_step:
+                kept.append(line + "\n")
+        write_file(self.metrics_path, "".join(kept))
+
     def log(self, step: int, metrics: dict):
         if not self.enabled:
             return
+        if not self._trimmed:
+            self._trim_metrics()
         record = {"step": step, **metrics}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")

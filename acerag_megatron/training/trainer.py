@@ -1,10 +1,10 @@
 """The training loop: Megatron schedules over the encoder + frozen LM, exact resume,
-checkpoints with an HF encoder export at every save, NaN guarding and SIGTERM saves."""
+checkpoints with an HF encoder export at every save, NaN guarding, and saves on SIGTERM/SIGUSR1."""
 from __future__ import annotations
 
 import json
 import math
-import signal
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,14 +23,21 @@ from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
 from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
 from acerag_megatron.training.build import build_model, build_optimizer, use_fused_adamw, wrap_ddp
-from acerag_megatron.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from acerag_megatron.training.checkpoint import (fail, latest_checkpoint, load_checkpoint, read_train_state, remove_stale_files,
+                                                 save_checkpoint, select_checkpoint)
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
                                               collate_window_packed, group_by_tokens)
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
 from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice, size
+from acerag_megatron.training.recompute_choice import choose_recompute, fit_ladder, longest_micro_batch
+from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
 from acerag_megatron.training.reporting import Reporter
+from acerag_megatron.training.run_identity import resume_changes, run_identity
+from acerag_megatron.training.run_lock import lock_output_dir
+from acerag_megatron.training.save_estimate import (counted_bytes, folder_bytes, measure_write_bandwidth,
+                                                    save_time_line)
 from acerag_megatron.weights.export import export_encoder_hf
 
 MAX_LOGGED_WINDOWS = 64
@@ -77,6 +84,8 @@ class Trainer:
             archs = (_arch(args.language_model_name_or_path, "language_model_name_or_path"),
                      _arch(args.encoder_name_or_path, "encoder_name_or_path"))
         self.lm_arch, self.enc_arch = archs
+        if args.recompute_by_estimate:
+            self._recompute_by_estimate()
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
 
         if dataset is None:
@@ -110,20 +119,25 @@ class Trainer:
         self._next_mbs = None
         self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to)
         self.reporter.start_step = self.step
-        self._stop_requested = False
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._stop = StopRequest()
+        self._stop.install()
 
     # ------------------------------------------------------------------ setup helpers
-    def _on_sigterm(self, *_):
-        self._stop_requested = True
-
     def _resume(self):
-        choice = self.args.resume_from_checkpoint
-        path = None
-        if choice and choice.lower() not in ("none", "false", "no"):
-            path = latest_checkpoint(self.args.output_dir) if choice.lower() in ("auto", "true", "latest") else Path(choice)
+        a = self.args
+        if a.save_total_limit is not None and a.save_total_limit < 1:
+            fail(f"error: --save_total_limit {a.save_total_limit}: keep at least 1 checkpoint (omit it to keep all)")
+        if dist.get_rank() == 0:
+            remove_stale_files(a.output_dir, {Path(f.prefix).parent for f in getattr(self.dataset, "files", [])})
+        path = select_checkpoint(a.resume_from_checkpoint, a.output_dir)
         if path is None:
             return
+        changes = resume_changes(read_train_state(path), run_identity(self.global_batch, self.dataset))
+        if changes and not a.allow_resume_changes:
+            fail(f"error: {'; '.join(changes)} (resuming {path}); --allow_resume_changes resumes anyway, "
+                 "--resume_from_checkpoint none starts fresh")
+        for change in changes if dist.get_rank() == 0 else []:
+            print(f"warning: --allow_resume_changes: {change}", flush=True)
         state = load_checkpoint(path, self.model, self.optimizer)
         if self.args.fused_optimizer:
             use_fused_adamw(self.optimizer)  # the load replaced the param groups with the saved ones
@@ -168,6 +182,22 @@ class Trainer:
             tp=a.tensor_model_parallel_size, pp=a.pipeline_model_parallel_size, dp=self.dp,
             sequence_parallel=a.sequence_parallel, distributed_optimizer=a.use_distributed_optimizer, bf16=a.bf16,
             recompute_lm=recompute_lm or a.recompute_lm, recompute_encoder=recompute_encoder or a.recompute_encoder)
+
+    def _recompute_by_estimate(self):
+        """--gradient_checkpointing: the cheapest recompute pair whose estimate fits the longest
+        micro-batch in this device's memory (host RAM on CPU)."""
+        a = self.args
+        shape = longest_micro_batch(a)
+        if self.device.device == "cuda":
+            capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+        else:
+            capacity = psutil.virtual_memory().total / 2**30
+        (a.recompute_lm, a.recompute_encoder), why = choose_recompute(
+            lambda lm, enc: self.memory_estimate(shape.lm_tokens, shape.enc_tokens, shape.predicted,
+                                                 recompute_lm=lm, recompute_encoder=enc),
+            capacity, self.device.use_te)
+        a.recompute_reason = (f"longest micro-batch {shape.lm_tokens} LM + {shape.enc_tokens} encoder tokens: {why} "
+                              f"({'GPU' if self.device.device == 'cuda' else 'host'} memory)")
 
     def memory_summary(self) -> str:
         """Static GiB, then activation GiB per 1,000 tokens (a micro-batch's tokens decide the peak)."""
@@ -235,7 +265,7 @@ class Trainer:
         capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
         current = (a.recompute_lm, a.recompute_encoder)
         advice = fit_advice(lambda lm, enc: self.memory_estimate(*counts, recompute_lm=lm, recompute_encoder=enc),
-                            capacity, current)
+                            capacity, current, ladder=fit_ladder(self.device.use_te))
         return f"micro-batch of {counts[0]} LM and {counts[1]} encoder tokens; {advice}"
 
     def _train_step(self, mbs: list[dict], t0: float) -> dict:
@@ -305,8 +335,10 @@ class Trainer:
 
     def save(self):
         state = {"step": self.step, "consumed_samples": self.consumed, "scheduler": self.scheduler.state_dict(),
-                 "global_batch_size": self.global_batch, "args": {k: v for k, v in vars(self.args).items()}}
-        path = save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, state, self._export_encoder)
+                 "global_batch_size": self.global_batch, "run": run_identity(self.global_batch, self.dataset),
+                 "args": {k: v for k, v in vars(self.args).items()}}
+        path = save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, state, self._export_encoder,
+                               save_total_limit=self.args.save_total_limit)
         if dist.get_rank() == 0:
             print(f"saved {path}", flush=True)
 
@@ -326,12 +358,36 @@ class Trainer:
             return torch.cuda.max_memory_allocated() / 2**30
         return psutil.Process().memory_info().rss / 2**30
 
+    def _save_time_line(self) -> str:
+        """Collective: the expected duration of one save (rank 0's text; others get '')."""
+        counted = counted_bytes(self.model.encoder, self.args.bf16, self.device.device)
+        if dist.get_rank() != 0:
+            return ""
+        latest = latest_checkpoint(self.args.output_dir)
+        size, source = ((folder_bytes(latest), f"size of {latest.name}") if latest is not None
+                        else (counted, "counted from the encoder parameters"))
+        return save_time_line(size, source, measure_write_bandwidth(Path(self.args.output_dir)))
+
+    def _save_on_stop(self, saved_step: int):
+        t0 = time.time()
+        if self.step != saved_step:
+            self.save()
+        if dist.get_rank() == 0:
+            name = self._stop.signal_name or "stop requested by another rank"
+            done = (f"saved at step {self.step} ({time.time() - t0:.1f} s)" if self.step != saved_step else
+                    f"nothing trained since step {self.step}, nothing to save" if self.step else "nothing trained yet")
+            print(f"{name}: {done}; exiting", flush=True)
+
     def train(self):
-        self.reporter.summary(self.summary_lines())
+        self.reporter.summary(self.summary_lines() + [f"  save (est.)    {self._save_time_line()}"])
         if dist.get_rank() == 0:
             (Path(self.args.output_dir) / "config.json").write_text(json.dumps(vars(self.args), indent=2))
         bad_in_a_row = 0
-        while self.step < self.total_steps:
+        saved_step = self.step  # the state training starts from is on disk, or nothing has trained
+        # The ranks agree before every step, so they all stop at the same one, whether the signal
+        # came during a step or during a save (then that save stands and no step follows it).
+        stopped = False
+        while self.step < self.total_steps and not (stopped := self._stop.agree(self.device.device)):
             m = self.train_step()
             bad_in_a_row = 0 if m["finite"] else bad_in_a_row + 1
             if not m["finite"]:
@@ -349,20 +405,24 @@ class Trainer:
                 if "window_loss" in m:
                     rec["window_loss"] = m["window_loss"]
                 self.reporter.log(self.step, rec)
-            stop = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device.device)
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-            if stop.item() or self._should_save():
+            if self._should_save():
                 self.save()
-            if stop.item():
-                if dist.get_rank() == 0:
-                    print(f"SIGTERM: saved at step {self.step}; exiting", flush=True)
-                break
+                saved_step = self.step
+        if stopped:
+            self._save_on_stop(saved_step)
         self.reporter.close()
 
 
 def run(args: TrainArguments):
-    trainer = Trainer(args)
+    exit_with_launcher()
+    # Taken before anything reads or cleans the folder; the kernel frees it however we exit.
+    lock = lock_output_dir(args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
-        trainer.train()
+        trainer = Trainer(args)
+        try:
+            trainer.train()
+        finally:
+            destroy_parallel()
     finally:
-        destroy_parallel()
+        if lock is not None:
+            lock.release()

@@ -1,7 +1,9 @@
 """torch_dist checkpoints of sharded state dicts (resharding across TP/PP on load).
 
-Saves go to `<dir>.tmp` and are renamed into place by rank 0 once every rank has written.
-Use the unwrapped module's sharded_state_dict(): a DDP wrapper prefixes keys with `module.`.
+Saves go to `<dir>.tmp`, get a checksum manifest (weights/manifest.py) and are renamed into
+place by rank 0 once every rank has written; loads verify the manifest first, because torch's
+reader unpickles `.metadata`. Use the unwrapped module's sharded_state_dict(): a DDP wrapper
+prefixes keys with `module.`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
-from acerag_megatron.weights.atomic import replace_dir
+from acerag_megatron.weights.atomic import replace_dir, write_file
+from acerag_megatron.weights.manifest import CheckpointError, verify_for_load, write_manifest
 
 EXTRA_INFO_FILE = "acerag_info.json"
 
@@ -33,9 +36,10 @@ def save_sharded(state: dict, directory, extra_info: dict | None = None) -> Path
     dist.barrier()
     dist_checkpointing.save(state, str(tmp))
     dist.barrier()
+    if dist.get_rank() == 0 and extra_info is not None:
+        write_file(tmp / EXTRA_INFO_FILE, json.dumps(extra_info, indent=2))
+    write_manifest(tmp)
     if dist.get_rank() == 0:
-        if extra_info is not None:
-            (tmp / EXTRA_INFO_FILE).write_text(json.dumps(extra_info, indent=2))
         replace_dir(tmp, directory)
     dist.barrier()
     return directory
@@ -44,12 +48,19 @@ def save_sharded(state: dict, directory, extra_info: dict | None = None) -> Path
 def load_sharded(template: dict, directory) -> dict:
     """Collectively load into the shapes of `template` (a sharded state dict); returns the loaded dict.
 
+    A checksum manifest in `directory` (save_sharded's) or its parent (a trainer checkpoint-N's)
+    is verified first: a folder that does not match it ends the program with one line.
+
     Raises:
         FileNotFoundError: when `directory` holds no torch_dist checkpoint.
     """
     directory = Path(directory)
     if not (directory / "metadata.json").exists():
         raise FileNotFoundError(f"{directory}: not a Megatron distributed checkpoint (metadata.json missing)")
+    try:
+        verify_for_load(directory)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}" if dist.get_rank() == 0 else 1) from None
     return dist_checkpointing.load(template, str(directory))
 
 
