@@ -133,19 +133,21 @@ def head_loss_chunk_bytes(arch, predicted: int, tp: int = 1) -> float:
 FIT_LADDER = (("none", "none"), ("none", "full"), ("fc1", "full"), ("full", "full"))
 
 
-def fit_advice(estimate_for, capacity_gib: float, current: tuple[str, str], headroom: float = 0.92) -> str:
+def fit_advice(estimate_for, capacity_gib: float, current: tuple[str, str], headroom: float = 0.92,
+               ladder: tuple[tuple[str, str], ...] = FIT_LADDER) -> str:
     """What to change so a micro-batch fits `capacity_gib`.
 
     Args:
         estimate_for: (recompute_lm, recompute_encoder) -> MemoryEstimate of the micro-batch.
         current: the run's (recompute_lm, recompute_encoder).
         headroom: share of the capacity an estimate may use (allocator overhead, CUDA context).
+        ladder: the rungs the layers can run (no fc1 on Transformer Engine layers).
     """
     used = estimate_for(*current).total
     if used <= headroom * capacity_gib:
         return f"the estimate ({used:.1f} GiB of {capacity_gib:.1f}) fits; the allocator's overhead may not"
-    start = FIT_LADDER.index(current) + 1 if current in FIT_LADDER else 0
-    for lm, enc in FIT_LADDER[start:]:
+    start = ladder.index(current) + 1 if current in ladder else 0
+    for lm, enc in ladder[start:]:
         need = estimate_for(lm, enc).total
         if need <= headroom * capacity_gib:
             return (f"estimated {used:.1f} GiB of {capacity_gib:.1f}; --recompute_encoder {enc} --recompute_lm {lm} "
