@@ -91,3 +91,17 @@ def test_finetune_bound_covers_padded_and_packed_rows():
     assert shape.lm_tokens == 2 * 4096 and shape.enc_tokens == 2 * min(32000, 8 * 4096)
     packed = longest_micro_batch(parse_args(ft + ["--max_tokens_per_micro_batch", "12000"]))
     assert packed.lm_tokens == 12000 and packed.enc_tokens == 2 * min(32000, 8 * 4096)
+
+
+def test_trainer_prints_the_resolved_choice(assets, tmp_path):
+    from tests.launch import run_torchrun
+
+    out = run_torchrun("acerag_megatron.train_compressive_encoder", 1,
+                       "--language_model_name_or_path", assets["llama"], "--window_mode", "True", "--min_length", "256",
+                       "--max_length", "4000", "--encoder_num_hidden_layers", "2", "--window", "128",
+                       "--encoder_max_length", "512", "--data_files", assets["files"]["redpajama"],
+                       "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--save_strategy", "no",
+                       "--gradient_checkpointing")
+    # Tiny models fit host memory without recompute; the line names the longest micro-batch.
+    assert "--gradient_checkpointing -> --recompute_encoder none --recompute_lm none (longest micro-batch " in out
+    assert "GiB (host memory)" in out
