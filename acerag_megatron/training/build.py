@@ -11,6 +11,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer.module import Float16Module
 
 from acerag_megatron.models.compressive_model import build_compressive_model
+from acerag_megatron.weights.hf_folder import resolve_on_each_node
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 
 
@@ -24,6 +25,8 @@ def build_model(args, device, lm_arch, enc_arch, load_weights: bool = True):
         sequence_parallel=args.sequence_parallel, params_dtype=dtype, device=device,
         recompute_encoder=args.recompute_encoder, recompute_lm=args.recompute_lm)
     if load_weights:
+        resolve_on_each_node({"language_model_name_or_path": args.language_model_name_or_path,
+                              "encoder_name_or_path": args.encoder_name_or_path})
         load_hf_into_lm(model.lm, args.language_model_name_or_path)
     if load_weights and model.encoder is not None:
         load_hf_into_encoder(model.encoder, args.encoder_name_or_path)

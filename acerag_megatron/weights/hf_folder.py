@@ -1,27 +1,122 @@
-"""Read a Hugging Face model folder (or cached hub id) lazily, tensor slice by tensor slice.
+"""Read a Hugging Face model folder (or hub id) lazily, tensor slice by tensor slice.
 
 Supports safetensors and PyTorch .bin weights, single-file or sharded with an index json.
-Each rank reads only the rows/columns it owns (safetensors get_slice).
+Each rank reads only the rows/columns it owns (safetensors get_slice). A folder or hub repo is
+read in one weight format only: safetensors when an index or file exists, .bin otherwise, so
+a hub repo that ships both (Llama-2-7b-chat-hf) is fetched once, not twice.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
+# One (index, single file) pair per format, in order of preference.
+_FORMATS = (("model.safetensors.index.json", "model.safetensors"),
+            ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+_RESOLVED: dict[str, Path] = {}
+
+
+def _hub_weights(repo_id: str, *, local_files_only: bool = False) -> Path:
+    """Fetch config.json and one weight format of a hub repo; return the snapshot folder.
+
+    Honours HF_HUB_OFFLINE / the HF cache like transformers does (huggingface_hub reads them).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    def fetch(name: str, revision: str | None = None) -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=local_files_only))
+        except EntryNotFoundError:  # offline: not cached; online: not in the repo
+            return None
+
+    try:
+        config = fetch("config.json")
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{repo_id}: not a local folder, and not a valid hub id") from e
+    except GatedRepoError as e:
+        raise FileNotFoundError(f"{repo_id}: gated on the hub; accept its license and log in (hf auth login)") from e
+    except RepositoryNotFoundError as e:
+        raise FileNotFoundError(f"{repo_id}: not a local folder, and no such repo on the hub (or it is private)") from e
+    if config is None:
+        raise FileNotFoundError(f"{repo_id}: not a local folder, and config.json is not on the hub or in the "
+                                f"HF cache{' (offline)' if _offline(local_files_only) else ''}")
+    # Every later file comes from the commit config.json was resolved at, even if the repo moves on.
+    snapshot = config.parent
+    revision = snapshot.name
+    for index_name, single in _FORMATS:
+        index = fetch(index_name, revision)
+        if index is not None:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            missing = [s for s in shards if fetch(s, revision) is None]
+            if missing:
+                raise FileNotFoundError(f"{repo_id}: {index_name} lists {', '.join(missing)}, "
+                                        f"not found{' in the HF cache (offline)' if _offline(local_files_only) else ''}")
+            return snapshot
+        if fetch(single, revision) is not None:
+            return snapshot
+    raise FileNotFoundError(f"{repo_id}: no model.safetensors / pytorch_model.bin (or index json) on the hub "
+                            "or in the HF cache")
+
+
+def _offline(local_files_only: bool) -> bool:
+    from huggingface_hub import constants
+
+    return local_files_only or bool(constants.HF_HUB_OFFLINE)
 
 
 def resolve_hf_path(name_or_path: str) -> Path:
-    """A local folder as is; otherwise a hub id resolved through the local HF cache / hub."""
+    """A local folder as is; otherwise a hub id fetched through the HF cache (config + one weight format).
+
+    Raises:
+        FileNotFoundError: neither a folder nor a hub repo with config.json and weights.
+    """
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
+    key = str(name_or_path)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _hub_weights(key)
+    return _RESOLVED[key]
 
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+
+def resolve_on_each_node(flags: dict[str, str]) -> None:
+    """Collective: local rank 0 of every node fetches the hub ids among the values of `flags`
+    (flag name -> folder or hub id) first, then the other ranks find them in the node's cache,
+    so each node downloads a model once.
+
+    A rank whose cache the first one did not fill (a per-rank HF_HOME) fetches for itself.
+
+    Raises:
+        SystemExit: `error: --<flag> <id>: <cause>` when a hub id has no config or weights.
+    """
+    import torch.distributed as dist
+
+    hub_ids = {str(name): flag for flag, name in flags.items() if not Path(name).is_dir()}
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+    def fetch(name: str) -> None:
+        try:
+            resolve_hf_path(name)
+        except FileNotFoundError as e:
+            raise SystemExit(f"error: --{hub_ids[name]} {e}") from None
+
+    if first:
+        for name in hub_ids:
+            fetch(name)
+    if dist.is_initialized():
+        dist.barrier()
+    if not first:
+        for name in hub_ids:
+            if name in _RESOLVED:
+                continue
+            try:
+                _RESOLVED[name] = _hub_weights(name, local_files_only=True)
+            except FileNotFoundError:
+                fetch(name)
 
 
 class HFCheckpoint:
@@ -38,17 +133,14 @@ class HFCheckpoint:
         self.path = resolve_hf_path(name_or_path)
         self._file_of: dict[str, Path] = {}
         self._open: dict[Path, object] = {}
-        for index_name in _INDEX_FILES:
-            index = self.path / index_name
-            if index.exists():
-                weight_map = json.loads(index.read_text())["weight_map"]
+        for index_name, single in _FORMATS:
+            if (self.path / index_name).exists():
+                weight_map = json.loads((self.path / index_name).read_text())["weight_map"]
                 self._file_of = {k: self.path / v for k, v in weight_map.items()}
                 break
-        else:
-            for single in _SINGLE_FILES:
-                if (self.path / single).exists():
-                    self._file_of = {k: self.path / single for k in self._keys_in(self.path / single)}
-                    break
+            if (self.path / single).exists():
+                self._file_of = {k: self.path / single for k in self._keys_in(self.path / single)}
+                break
         if not self._file_of:
             raise FileNotFoundError(f"{self.path}: no model.safetensors / pytorch_model.bin (or index json) found")
 
