@@ -5,6 +5,8 @@ from typing import Iterator
 
 import numpy as np
 
+from acerag_megatron.data.length_grouping import grouped_order
+
 
 class DistributedBatchSampler:
     """Yields (epoch, indices) micro-batches for one data-parallel rank.
@@ -15,7 +17,10 @@ class DistributedBatchSampler:
     """
 
     def __init__(self, num_samples: int, *, dp_rank: int, dp_size: int, micro_batch_size: int, seed: int,
-                 shuffle: bool = True, consumed_samples: int = 0):
+                 shuffle: bool = True, consumed_samples: int = 0, costs: np.ndarray | None = None,
+                 megabatch: int = 50):
+        """costs: per-sample step costs; given, global batches are length-grouped within
+        mega-batches of `megabatch` global batches and balanced over ranks (data/length_grouping.py)."""
         if not 0 <= dp_rank < dp_size:
             raise ValueError(f"dp_rank {dp_rank} out of range for dp_size {dp_size}")
         self.num_samples = num_samples
@@ -24,6 +29,11 @@ class DistributedBatchSampler:
         self.seed, self.shuffle = seed, shuffle
         self.consumed_samples = consumed_samples
         self.global_batch_size = micro_batch_size * dp_size
+        if costs is not None and len(costs) != num_samples:
+            raise ValueError(f"{len(costs)} costs for {num_samples} samples")
+        if megabatch < 1:
+            raise ValueError(f"megabatch {megabatch}: must be >= 1")
+        self.costs, self.megabatch = costs, megabatch
         if self.steps_per_epoch == 0:
             raise ValueError(f"{num_samples} samples are fewer than one global batch of {self.global_batch_size}")
 
@@ -38,10 +48,16 @@ class DistributedBatchSampler:
         return self.steps_per_epoch * self.global_batch_size
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Global sample order of an epoch."""
+        """Global sample order of an epoch (its first samples_per_epoch entries are trained)."""
         if not self.shuffle:
-            return np.arange(self.num_samples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+            order = np.arange(self.num_samples)
+        else:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        if self.costs is None:
+            return order
+        # The samples the plain order trains, regrouped: the epoch's sample set does not change.
+        return grouped_order(order[:self.samples_per_epoch], self.costs, self.global_batch_size, self.dp_size,
+                             self.megabatch, np.random.default_rng([self.seed, epoch, 1]))
 
     def __len__(self) -> int:
         return self.steps_per_epoch

@@ -109,6 +109,11 @@ class TrainArguments:
                              "window, the reference formulation).", default="packed")
     sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",
                                                default=False)
+    group_by_length: bool = _help("Length-grouped global batches: within mega-batches, samples of similar estimated "
+                                  "step cost share a step, balanced over data-parallel ranks (same samples per "
+                                  "epoch, other order).", default=False)
+    group_by_length_megabatch: int = _help("Global batches per mega-batch that --group_by_length sorts within.",
+                                           default=50)
     report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
 
     def __post_init__(self):

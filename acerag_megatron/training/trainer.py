@@ -34,6 +34,7 @@ from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice
 from acerag_megatron.training.recompute_choice import choose_recompute, fit_ladder, longest_micro_batch
 from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
 from acerag_megatron.training.reporting import Reporter
+from acerag_megatron.training.step_cost import sample_costs
 from acerag_megatron.training.run_identity import resume_changes, run_identity
 from acerag_megatron.training.run_lock import lock_output_dir
 from acerag_megatron.training.save_estimate import (counted_bytes, folder_bytes, measure_write_bandwidth,
@@ -97,9 +98,11 @@ class Trainer:
         # One sampler item is this rank's share of a global batch; an epoch's incomplete last
         # global batch is dropped so every rank takes the same steps.
         try:
+            costs = sample_costs(self.dataset, args, self.lm_arch, self.enc_arch) if args.group_by_length else None
             self.sampler = DistributedBatchSampler(
                 len(self.dataset), dp_rank=self.dp_rank, dp_size=self.dp,
-                micro_batch_size=args.per_device_train_batch_size * self.num_microbatches, seed=args.seed)
+                micro_batch_size=args.per_device_train_batch_size * self.num_microbatches, seed=args.seed,
+                costs=costs, megabatch=args.group_by_length_megabatch)
         except ValueError as e:
             raise SystemExit(f"error: {e}; lower --global_batch_size or add data")
         self.steps_per_epoch = self.sampler.steps_per_epoch
@@ -321,12 +324,17 @@ class Trainer:
                                 mb["enc_real_lengths"], mb["lm_real_lengths"], int((mb["labels"] != -100).sum()),
                                 mb.get("lm_attention_pairs"))
         t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self.device.device)
+        slowest = t[2:].clone()
         dist.all_reduce(t, group=ps.get_data_parallel_group())
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=ps.get_data_parallel_group())
         world = dist.get_world_size()
         # Every model-parallel rank of a DP replica computes the same count: divide by the world.
         tflops_per_gpu = float(t[2]) / dt / 1e12 / world
+        # The step lasts as long as its costliest rank: the rest is idle data-parallel time.
+        dp_eff = float(t[2]) / (self.dp * float(slowest)) if float(slowest) > 0 else 1.0
         return {"context_tokens_per_s": float(t[0]) / dt, "lm_tokens_per_s": float(t[1]) / dt,
-                "tflops_per_gpu": tflops_per_gpu, "mfu": tflops_per_gpu / self.args.peak_tflops}
+                "tflops_per_gpu": tflops_per_gpu, "mfu": tflops_per_gpu / self.args.peak_tflops,
+                "dp_efficiency": dp_eff}
 
     # ------------------------------------------------------------------ saving
     def _export_encoder(self, out_dir: Path):
@@ -401,7 +409,8 @@ class Trainer:
                 rec = {"loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
                        "step_time_s": m["step_time"], "context_tokens_per_s": m["context_tokens_per_s"],
                        "lm_tokens_per_s": m["lm_tokens_per_s"], "tflops_per_gpu": m["tflops_per_gpu"],
-                       "mfu": m["mfu"], "memory_gib": self.memory_gib(), "consumed_samples": self.consumed}
+                       "mfu": m["mfu"], "dp_efficiency": m["dp_efficiency"], "memory_gib": self.memory_gib(),
+                       "consumed_samples": self.consumed}
                 if "window_loss" in m:
                     rec["window_loss"] = m["window_loss"]
                 self.reporter.log(self.step, rec)
