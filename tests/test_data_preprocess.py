@@ -52,7 +52,7 @@ def test_pretrain_roundtrip_equals_tokenizer(toks, tmp_path, family):
     assert [d[0] for d in docs] == [encode_text(tok, r["text"]) for r in records]
     assert (docs[0][0][0] == 1) == (family == "llama"), "Llama adds BOS, Qwen3 adds nothing"
     assert tok.decode(docs[-1][0], skip_special_tokens=True) == records[-1]["text"]
-    assert manifest["counts"] == {"read": 6, "kept": 6, "dropped": {}}
+    assert manifest["counts"] == {"read": 6, "kept": 6, "dropped": {}, "kept_with_warning": {}}
     assert manifest["dtype"] == "uint16" and manifest["mode"] == "pretrain"
 
 

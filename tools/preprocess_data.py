@@ -18,17 +18,19 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the flags and run preprocessing; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, help="raw JSON / JSONL files (optionally .gz)")
-    p.add_argument("--tokenizer", required=True, help="HF tokenizer folder of the language model")
+    p.add_argument("--tokenizer", required=True, help="the language model's HF folder or hub id (its tokenizer)")
     p.add_argument("--output-prefix", required=True,
                    help="output prefix (one input) or folder receiving <name>.bin/.idx/.json (several inputs)")
     p.add_argument("--mode", choices=["pretrain", "finetune"], required=True)
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad record")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write a file with no usable record as an empty dataset instead of stopping")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
         preprocess_files(args.input, args.tokenizer, args.output_prefix, args.mode, workers=args.workers,
-                         strict=args.strict, progress=not args.no_progress)
+                         strict=args.strict, progress=not args.no_progress, allow_empty=args.allow_empty)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import socket
 import sys
 from collections import Counter
 from itertools import islice
@@ -22,8 +23,10 @@ from acerag_megatron.data.chat import encode_conversation, encode_text, load_tok
 from acerag_megatron.data.instructions import compression_instruction, dataset_name
 from acerag_megatron.data.records import (RawRecord, RecordError, iter_raw_records, parse_finetune_record,
                                           parse_pretrain_record)
+from acerag_megatron.data import tokenizer_files
 
-FORMAT_VERSION = 1
+# 2: the tokenizer hash covers the tokenizer's own files only (1 hashed the whole model folder).
+FORMAT_VERSION = 2
 MODES = ("pretrain", "finetune")
 SEQUENCES_PER_DOCUMENT = {"pretrain": 1, "finetune": 4}
 MAX_REPORTED_ERRORS = 5
@@ -31,7 +34,8 @@ BATCH_SIZE = 64
 
 
 class DataError(Exception):
-    """A fatal problem with the input: missing file, unreadable tokenizer, or a bad record under --strict."""
+    """A fatal problem with the input: missing file, unreadable tokenizer, a bad record under --strict,
+    or nothing left to write."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -43,14 +47,16 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def tokenizer_hash(tokenizer_dir: str | Path) -> str:
-    """Hex SHA-256 over the names and bytes of the files of a tokenizer folder."""
-    h = hashlib.sha256()
-    for p in sorted(Path(tokenizer_dir).iterdir()):
-        if p.is_file():
-            h.update(p.name.encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()
+def tokenizer_hash(tokenizer: str | Path) -> str:
+    """Hash of the tokenizer's own files (folder or hub id; tokenizer_files.tokenizer_hash).
+
+    Raises:
+        DataError: no tokenizer files found.
+    """
+    try:
+        return tokenizer_files.tokenizer_hash(tokenizer)
+    except (ValueError, OSError) as e:
+        raise DataError(str(e)) from e
 
 
 _WORKER: dict = {}
@@ -61,27 +67,31 @@ def _init_worker(tokenizer_dir: str, mode: str) -> None:
     _WORKER["mode"] = mode
 
 
-def _encode_one(record: RawRecord) -> list[list[int]]:
+def _encode_one(record: RawRecord) -> tuple[list[list[int]], str]:
+    """(sequences, warning reason or "") of a usable record."""
     if record.error is not None:
-        raise RecordError("malformed_json", record.error)
+        raise RecordError(record.reason, record.error)
     tok = _WORKER["tokenizer"]
     if _WORKER["mode"] == "pretrain":
-        return [encode_text(tok, parse_pretrain_record(record.value))]
+        return [encode_text(tok, parse_pretrain_record(record.value))], ""
     prompt, context, answer = parse_finetune_record(record.value)
     try:
         conv = encode_conversation(tok, prompt, context, answer)
     except AssertionError as e:
         raise RecordError("template_prefix", str(e)) from e
     split = conv.tail_label_start
-    return [conv.head, conv.context, conv.tail[:split], conv.tail[split:]]
+    # Kept (the LM still learns the answer) but counted: nothing is compressed for such a sample.
+    warning = "" if context.strip() else "empty_context"
+    return [conv.head, conv.context, conv.tail[:split], conv.tail[split:]], warning
 
 
 def _encode_batch(batch: list[RawRecord]) -> list[tuple[int, list[list[int]] | None, str, str]]:
-    """Encode records; each result is (line, sequences or None, drop reason, message)."""
+    """Encode records; each result is (line, sequences or None, drop or warning reason, message)."""
     out = []
     for record in batch:
         try:
-            out.append((record.line, _encode_one(record), "", ""))
+            sequences, warning = _encode_one(record)
+            out.append((record.line, sequences, warning, ""))
         except RecordError as e:
             out.append((record.line, None, e.reason, str(e)))
     return out
@@ -131,11 +141,32 @@ class _LineProgress:
             print(file=sys.stderr)
 
 
-def _tokenizer_meta(tok, tokenizer_dir: str) -> dict:
+def tokenizer_name(tokenizer: str | Path) -> tuple[str, str]:
+    """(short name, full path or hub id) of a tokenizer folder or hub id, for manifests and messages."""
+    if Path(tokenizer).is_dir():
+        return Path(tokenizer).resolve().name, str(Path(tokenizer).resolve())
+    return str(tokenizer), str(tokenizer)
+
+
+def _tokenizer_meta(tok, tokenizer: str, digest: str) -> dict:
     pad = tok.pad_token_id if tok.pad_token_id else tok.eos_token_id  # as the reference: falsy pad -> eos
-    return {"name": Path(tokenizer_dir).resolve().name, "path": str(Path(tokenizer_dir).resolve()), "class": type(tok).__name__, "vocab_size": len(tok),
-            "hash": tokenizer_hash(tokenizer_dir), "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id,
-            "pad_id": pad}
+    name, path = tokenizer_name(tokenizer)
+    return {"name": name, "path": path, "class": type(tok).__name__, "vocab_size": len(tok), "hash": digest,
+            "bos_id": tok.bos_token_id, "eos_id": tok.eos_token_id, "pad_id": pad}
+
+
+def _nothing_kept(read: int, dropped: Counter, mode: str, first_skip: str) -> str:
+    """Why a file gave no records, in one line."""
+    if read == 0:
+        return "no records (empty input)"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+    why = f"no records kept (read {read}, dropped: {counts})"
+    if dropped.get("wrong_mode", 0) * 2 > read:
+        other = "finetune" if mode == "pretrain" else "pretrain"
+        return f"{why}: these look like {other} records, not {mode} ones"
+    if dropped.get("malformed_json", 0) + dropped.get("not_utf8", 0) == read:
+        return f"{why}: expected a JSON array of objects or JSONL (one object per line); first: {first_skip}"
+    return f"{why}; first: {first_skip}"
 
 
 def check_inputs(inputs: list[str | Path], tokenizer_dir: str | Path, mode: str):
@@ -152,11 +183,15 @@ def check_inputs(inputs: list[str | Path], tokenizer_dir: str | Path, mode: str)
 
 
 def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_prefix: str | Path, mode: str, *,
-                    workers: int = 1, strict: bool = False, progress: bool = True) -> dict:
+                    workers: int = 1, strict: bool = False, progress: bool = True, allow_empty: bool = False,
+                    tokenizer_digest: str | None = None) -> dict:
     """Tokenize one raw file into `<output_prefix>.bin/.idx/.json`, written atomically.
 
-    Bad records are skipped and counted by reason (the first few are printed with file:line);
-    with `strict` the first one raises DataError and nothing is written.
+    Bad records (malformed or undecodable lines, a truncated archive's lost rest) are skipped and
+    counted by reason, so read = kept + dropped; the first few are printed with file:line. Kept
+    records with a problem (an empty context) are counted under `kept_with_warning`. With
+    `strict` the first bad record raises DataError; so does a file with no record kept unless
+    `allow_empty`. Either way nothing is written then. `tokenizer_digest` saves rehashing.
 
     Returns:
         The manifest written to `<output_prefix>.json`.
@@ -170,9 +205,14 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
     instruction_ids = list(tok(instruction, add_special_tokens=False)["input_ids"]) if instruction else []
     dtype = DType.optimal_dtype(len(tok))
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_prefix.parent / f".{output_prefix.name}.tmp{os.getpid()}"
+    # Host and pid: builders on several nodes may share one (network) cache folder.
+    tmp = output_prefix.parent / f".{output_prefix.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     tmp_paths = [Path(f"{tmp}.bin"), Path(f"{tmp}.idx"), Path(f"{tmp}.json")]
-    read, kept, dropped = 0, 0, Counter()
+    digest = tokenizer_digest or tokenizer_hash(tokenizer_dir)
+    read, kept, dropped, warned = 0, 0, Counter(), Counter()
+    # Skip reports wait for the first kept record: a file that gives nothing ends in one error line.
+    held: list[str] = []
+    first_skip = ""
     bar = _progress(progress, name)
     try:
         builder = IndexedDatasetBuilder(str(tmp_paths[0]), dtype=dtype)
@@ -183,21 +223,33 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
                     dropped[reason] += 1
                     if strict:
                         raise DataError(f"{input_path}:{line}: {message}")
+                    first_skip = first_skip or f"line {line}: {message}"
                     if sum(dropped.values()) <= MAX_REPORTED_ERRORS:
-                        print(f"{input_path}:{line}: skipped: {message}", file=sys.stderr)
+                        held.append(f"{input_path}:{line}: skipped: {message}")
+                        if kept:
+                            print(held.pop(), file=sys.stderr)
                     continue
                 kept += 1
+                if held:
+                    print("\n".join(held), file=sys.stderr)
+                    held.clear()
+                if reason:
+                    warned[reason] += 1
                 flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
                 builder.add_document(flat, [len(s) for s in sequences])  # numpy avoids a torch __array__ copy warning
             bar.update(len(results))
+        if kept == 0 and not allow_empty:
+            raise DataError(f"{input_path}: {_nothing_kept(read, dropped, mode, first_skip)}; nothing written")
         builder.finalize(str(tmp_paths[1]))
         manifest = {
             "format_version": FORMAT_VERSION, "mode": mode, "dataset_name": name, "source_file": input_path.name,
-            "source_sha256": file_sha256(input_path), "tokenizer": _tokenizer_meta(tok, str(tokenizer_dir)),
+            "source_sha256": file_sha256(input_path), "tokenizer": _tokenizer_meta(tok, str(tokenizer_dir), digest),
             "dtype": np.dtype(dtype).name, "sequences_per_document": SEQUENCES_PER_DOCUMENT[mode],
             "instruction": instruction, "instruction_ids": instruction_ids,
-            "flags": {"strict": strict, "workers": workers, "add_context_tag": mode == "finetune"},
-            "counts": {"read": read, "kept": kept, "dropped": dict(sorted(dropped.items()))},
+            "flags": {"strict": strict, "workers": workers, "add_context_tag": mode == "finetune",
+                      "allow_empty": allow_empty},
+            "counts": {"read": read, "kept": kept, "dropped": dict(sorted(dropped.items())),
+                       "kept_with_warning": dict(sorted(warned.items()))},
         }
         tmp_paths[2].write_text(json.dumps(manifest, indent=2))
         # The manifest is renamed last: a prefix counts as complete only once its .json exists.
@@ -222,31 +274,46 @@ def output_prefixes(inputs: list[str | Path], output_prefix: str | Path) -> list
     return [Path(output_prefix) / n for n in names]
 
 
+def describe_counts(counts: dict) -> str:
+    """`read R, kept K, dropped {...}[, kept with warning {...}]` of a manifest's counts."""
+    text = f"read {counts['read']}, kept {counts['kept']}, dropped {counts['dropped']}"
+    if counts.get("kept_with_warning"):
+        text += f", kept with warning {counts['kept_with_warning']}"
+    return text
+
+
 def preprocess_files(inputs: list[str | Path], tokenizer_dir: str | Path, output_prefix: str | Path, mode: str, *,
-                     workers: int = 1, strict: bool = False, progress: bool = True) -> list[Path]:
+                     workers: int = 1, strict: bool = False, progress: bool = True,
+                     allow_empty: bool = False) -> list[Path]:
     """Preprocess several files (all inputs and the tokenizer are checked before anything is written)."""
     prefixes = output_prefixes(inputs, output_prefix)
     check_inputs(inputs, tokenizer_dir, mode)
+    digest = tokenizer_hash(tokenizer_dir)
     for path, prefix in zip(inputs, prefixes):
         manifest = preprocess_file(path, tokenizer_dir, prefix, mode, workers=workers, strict=strict,
-                                   progress=progress)
-        c = manifest["counts"]
-        print(f"{path}: read {c['read']}, kept {c['kept']}, dropped {c['dropped']} -> {prefix}", file=sys.stderr)
+                                   progress=progress, allow_empty=allow_empty, tokenizer_digest=digest)
+        print(f"{path}: {describe_counts(manifest['counts'])} -> {prefix}", file=sys.stderr)
     return prefixes
 
 
-def ensure_preprocessed(input_path: str | Path, tokenizer_dir: str | Path, mode: str, cache_dir: str | Path) -> str:
+def ensure_preprocessed(input_path: str | Path, tokenizer: str | Path, mode: str, cache_dir: str | Path, *,
+                        tokenizer_digest: str | None = None, allow_empty: bool = False) -> str:
     """Prefix of the preprocessed binaries of a raw file, building them in `cache_dir` if needed.
 
     The cache key is (file content hash, tokenizer hash, mode, format version); the prefix keeps the
-    dataset name as its basename so the task instruction still resolves.
+    dataset name as its basename so the task instruction still resolves. The tokenizer (folder or
+    hub id) is only loaded when the prefix has to be built.
     """
-    check_inputs([input_path], tokenizer_dir, mode)
-    key = hashlib.sha256(
-        f"{file_sha256(input_path)}|{tokenizer_hash(tokenizer_dir)}|{mode}|{FORMAT_VERSION}".encode()).hexdigest()
+    if mode not in MODES:
+        raise DataError(f"unknown mode {mode!r}; expected one of {MODES}")
+    if not Path(input_path).is_file():
+        raise DataError(f"{input_path}: no such input file")
+    digest = tokenizer_digest or tokenizer_hash(tokenizer)
+    key = hashlib.sha256(f"{file_sha256(input_path)}|{digest}|{mode}|{FORMAT_VERSION}".encode()).hexdigest()
     prefix = Path(cache_dir) / key[:24] / dataset_name(input_path)
     if not Path(f"{prefix}.json").is_file():
-        preprocess_file(input_path, tokenizer_dir, prefix, mode, progress=False)
+        preprocess_file(input_path, tokenizer, prefix, mode, progress=False, allow_empty=allow_empty,
+                        tokenizer_digest=digest)
     return str(prefix)
 
 
@@ -259,7 +326,12 @@ def read_manifest(prefix: str | Path) -> dict:
     path = Path(f"{prefix}.json")
     if not path.is_file():
         raise DataError(f"{path}: no manifest; preprocess the data first (tools/preprocess_data.py)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: unreadable manifest ({e}); preprocess the data again") from e
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a manifest; preprocess the data again")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{path}: format_version {manifest.get('format_version')} != {FORMAT_VERSION}; "
                         "preprocess the data again")

@@ -4,8 +4,11 @@ Every record comes with its 1-based line number so bad input can be reported as 
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +17,14 @@ from acerag_megatron import CONTEXT_TAG
 from acerag_megatron.data.instructions import retrieval_prompt
 
 _READ_SIZE = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_WS = re.compile(r"[ \t\r\n]*")
+# Bytes that are not UTF-8 decode to these lone surrogates ("surrogateescape"), so one bad byte
+# marks its own record instead of aborting the whole file.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+# A JSONDecodeError this close to the end of the buffer may only mean the element continues in
+# the next read (a literal, number or \uXXXX escape cut in two).
+_CUT_MARGIN = 16
 
 
 class RecordError(ValueError):
@@ -26,76 +37,221 @@ class RecordError(ValueError):
 
 @dataclass
 class RawRecord:
-    """One parsed JSON value (or the parse error) and the line it starts on."""
+    """One parsed JSON value (or the parse error and its drop reason) and the line it starts on."""
 
     line: int
     value: object = None
     error: str | None = None
+    reason: str = "malformed_json"
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+class _InputEnded(Exception):
+    """The rest of the input cannot be read (truncated or corrupt archive)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
-def _iter_json_array(f, first_line: int) -> Iterator[RawRecord]:
-    """Decode the elements of a top-level JSON array without loading the whole file."""
+class _TextSource:
+    """Decoded text of a plain or gzipped file, one chunk per read.
+
+    Compression is detected from the content, not the name, so a plain file named .gz (or a
+    gzipped one without the suffix) is read as what it is. Reads use read1, so a truncated
+    archive yields everything before the damage and then raises _InputEnded.
+    """
+
+    def __init__(self, path: Path):
+        self._raw = open(path, "rb")
+        self._stream = gzip.GzipFile(fileobj=self._raw) if self._raw.peek(2)[:2] == _GZIP_MAGIC else self._raw
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._pushed: list[str] = []
+        self._started = False
+
+    def read(self) -> str:
+        """The next chunk of text; "" at the end."""
+        if self._pushed:
+            return self._pushed.pop()
+        while True:
+            try:
+                data = self._stream.read1(_READ_SIZE)
+            except EOFError as e:
+                raise _InputEnded("truncated_archive", "compressed input ends early (truncated archive); "
+                                                       "the rest of the file is missing") from e
+            except (gzip.BadGzipFile, zlib.error, OSError) as e:
+                raise _InputEnded("corrupt_archive", f"compressed input is corrupt ({e}); "
+                                                     "the rest of the file cannot be read") from e
+            text = self._decoder.decode(data, final=not data)
+            if not self._started and text:
+                self._started = True
+                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not content
+            if text or not data:  # "" with data: only part of a multi-byte character so far
+                return text
+
+    def unread(self, text: str) -> None:
+        if text:
+            self._pushed.append(text)
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        self._raw.close()
+
+
+def _line_record(number: int, text: str) -> RawRecord | None:
+    if not text.strip():
+        return None
+    if bad := _UNDECODED.search(text):
+        return RawRecord(number, error=f"not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
+                                       f"{bad.start() + 1})", reason="not_utf8")
+    try:
+        return RawRecord(number, value=json.loads(text))
+    except json.JSONDecodeError as e:
+        return RawRecord(number, error=f"malformed JSON: {e.msg} (column {e.colno})")
+
+
+def _iter_jsonl(src: _TextSource) -> Iterator[RawRecord]:
+    pending, number = "", 0
+    try:
+        while chunk := src.read():
+            lines = (pending + chunk).split("\n")
+            pending = lines.pop()
+            for text in lines:
+                number += 1
+                if (record := _line_record(number, text)) is not None:
+                    yield record
+        if (record := _line_record(number + 1, pending)) is not None:
+            yield record
+    except _InputEnded as e:
+        yield RawRecord(number + 1, error=f"{e} (input ends in line {number + 1})", reason=e.reason)
+
+
+def _iter_json_array(src: _TextSource) -> Iterator[RawRecord]:
+    """Decode the elements of a top-level JSON array without loading the whole file.
+
+    A malformed element is one record (reason malformed_json); reading resumes at the next
+    element that decodes as an object and is followed by ',' or by the array's final ']', so
+    the good records after it are kept and every element is counted.
+    """
     decoder = json.JSONDecoder()
-    buf, pos, line = "", 0, first_line
-    eof = False
+    buf, pos, line, eof = "", 0, 1, False
 
     def fill() -> bool:
-        nonlocal buf, pos
-        chunk = f.read(_READ_SIZE)
-        buf = buf[pos:] + chunk
-        pos = 0
+        nonlocal buf, pos, eof
+        chunk = "" if eof else src.read()
+        eof = not chunk
+        buf, pos = buf[pos:] + chunk, 0
         return bool(chunk)
 
-    def skip_ws() -> None:
+    def advance(to: int) -> None:
         nonlocal pos, line
+        line += buf.count("\n", pos, to)
+        pos = to
+
+    def skip_ws() -> None:
         while True:
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                line += buf[pos] == "\n"
-                pos += 1
+            advance(_WS.match(buf, pos).end())
             if pos < len(buf) or not fill():
                 return
 
-    fill()
-    skip_ws()
-    pos += 1  # the opening '['
-    skip_ws()
-    if pos < len(buf) and buf[pos] == "]":
-        return
-    while True:
-        skip_ws()
+    def decode() -> tuple[object, int]:
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
-                break
+                if end < len(buf) or eof or not fill():  # a value ending at the buffer's end may go on
+                    return value, end
             except json.JSONDecodeError as e:
-                if not eof and fill():
-                    continue
-                eof = True
-                yield RawRecord(line, error=f"malformed JSON: {e.msg}")
-                return
-        yield RawRecord(line, value=value)
-        line += buf.count("\n", pos, end)
-        pos = end
+                maybe_cut = e.msg.startswith("Unterminated string") or e.pos >= len(buf) - _CUT_MARGIN
+                if not (maybe_cut and fill()):
+                    raise
+
+    def next_char(offset: int) -> tuple[str, int]:
+        """The first non-whitespace character at or after pos + offset and its offset ("" at the end)."""
+        while True:
+            at = _WS.match(buf, pos + offset).end()
+            if at < len(buf):
+                return buf[at], at - pos
+            offset = at - pos
+            if not fill():
+                return "", offset
+
+    def resync() -> bool:
+        """Move pos to the next element that looks like a record; False when none is left."""
+        while True:
+            comma = buf.find(",", pos)
+            while comma < 0:
+                advance(len(buf))
+                if not fill():
+                    return False
+                comma = buf.find(",", pos)
+            advance(comma + 1)
+            skip_ws()
+            if buf[pos:pos + 1] != "{":
+                continue
+            try:
+                value, end = decode()
+            except json.JSONDecodeError:
+                continue
+            follow, at = next_char(end - pos)
+            # ']' must be the array's last one: an object list nested in the bad element ends in ']' too.
+            if follow == "," or (follow == "]" and next_char(at + 1)[0] == ""):
+                return True
+
+    try:
+        fill()
         skip_ws()
-        if pos >= len(buf):
-            yield RawRecord(line, error="malformed JSON: unterminated array")
-            return
-        if buf[pos] == "]":
-            return
-        if buf[pos] != ",":
-            yield RawRecord(line, error=f"malformed JSON: expected ',' or ']' but found {buf[pos]!r}")
-            return
-        pos += 1
+        advance(pos + 1)  # the opening '[' (the caller checked it)
+        skip_ws()
+        if buf[pos:pos + 1] == "]":
+            advance(pos + 1)
+        else:
+            while True:
+                skip_ws()
+                start = line
+                try:
+                    value, end = decode()
+                except json.JSONDecodeError as e:
+                    yield RawRecord(start, error=f"malformed JSON: {e.msg}")
+                    if not resync():
+                        return
+                    continue
+                if bad := _UNDECODED.search(buf, pos, end):
+                    yield RawRecord(start, error=f"not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x})",
+                                    reason="not_utf8")
+                else:
+                    yield RawRecord(start, value=value)
+                advance(end)
+                skip_ws()
+                if pos >= len(buf):
+                    yield RawRecord(line, error="malformed JSON: unterminated array (no closing ']')")
+                    return
+                if buf[pos] == ",":
+                    advance(pos + 1)
+                    continue
+                if buf[pos] == "]":
+                    if next_char(1)[0] == "":
+                        return
+                    # Content after it: this ']' closed a list inside a bad element, or the file goes on.
+                    advance(pos + 1)
+                    skip_ws()
+                    yield RawRecord(line, error="malformed JSON: content after a closing ']'")
+                else:
+                    yield RawRecord(line, error=f"malformed JSON: expected ',' or ']' after an element, "
+                                                f"found {buf[pos]!r}")
+                if not resync():
+                    return
+        skip_ws()
+        if pos < len(buf):
+            yield RawRecord(line, error="malformed JSON: content after the array's closing ']'")
+    except _InputEnded as e:
+        yield RawRecord(line, error=f"{e} (input ends in line {line})", reason=e.reason)
 
 
 def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
-    """Yield every record of a JSON-array or JSONL file (plain or .gz) with its line number.
+    """Yield every record of a JSON-array or JSONL file (plain or gzipped) with its line number.
+
+    Nothing in the content raises: undecodable lines, malformed JSON and a truncated or corrupt
+    archive each become one RawRecord with an error and a drop reason.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -103,19 +259,21 @@ def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
-    with _open_text(path) as f:
-        is_array = f.read(4096).lstrip().startswith("[")
-        f.seek(0)
-        if is_array:
-            yield from _iter_json_array(f, first_line=1)
+    src = _TextSource(path)
+    try:
+        head, first = [], ""
+        try:
+            while not first and (chunk := src.read()):
+                head.append(chunk)
+                first = chunk.lstrip()[:1]
+        except _InputEnded as e:
+            yield RawRecord(1, error=f"{e} (input ends in line 1)", reason=e.reason)
             return
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield RawRecord(number, value=json.loads(text))
-            except json.JSONDecodeError as e:
-                yield RawRecord(number, error=f"malformed JSON: {e.msg}")
+        for chunk in reversed(head):
+            src.unread(chunk)
+        yield from (_iter_json_array(src) if first == "[" else _iter_jsonl(src))
+    finally:
+        src.close()
 
 
 def _field(obj: dict, name: str, kind, where: str):
@@ -132,6 +290,9 @@ def parse_pretrain_record(value: object) -> str:
     """The `text` of a pretraining record (other fields are ignored)."""
     if not isinstance(value, dict):
         raise RecordError("wrong_type", f"record must be an object, got {type(value).__name__}")
+    if "text" not in value and ("conversations" in value or "key" in value):
+        raise RecordError("wrong_mode", "a finetuning record (field 'conversations' or 'key', no 'text') "
+                                        "in pretrain mode")
     text = _field(value, "text", str, "record")
     if not text.strip():
         raise RecordError("empty_text", "field 'text' is empty")
@@ -142,6 +303,9 @@ def parse_finetune_record(value: object) -> tuple[str, str, str]:
     """(prompt with one CONTEXT_TAG, context, answer) of a retrieval- or conversation-shape record."""
     if not isinstance(value, dict):
         raise RecordError("wrong_type", f"record must be an object, got {type(value).__name__}")
+    if "text" in value and "key" not in value and "conversations" not in value:
+        raise RecordError("wrong_mode", "a pretraining record (field 'text', no 'conversations' or 'key') "
+                                        "in finetune mode")
     if "key" in value:
         query = _field(value, "query", str, "record")
         docs = _field(value, "key", list, "record")
