@@ -112,3 +112,30 @@ def test_folder_with_both_formats_reads_safetensors(repos, tmp_path):
     checkpoint = HFCheckpoint(str(mixed))
     assert {p.name for p in checkpoint._file_of.values()} == {"model.safetensors"}
     assert sorted(checkpoint.keys()) == sorted(tensors)
+
+
+ARCH = """
+import sys
+from acerag_megatron.models.arch import ModelArch
+a = ModelArch.from_hf(sys.argv[1])
+print("ARCH", a.family, a.num_layers, a.hf_config["_name_or_path"])
+try:
+    ModelArch.from_hf(sys.argv[2])
+except FileNotFoundError as e:
+    print("MISSING", e)
+"""
+
+
+def test_arch_from_hub_id_offline(repos, tmp_path):
+    """An offline cached id reads like its folder; an uncached one says it is not in the offline cache."""
+    from acerag_megatron.tiny.hub_cache import put_in_hf_cache
+
+    folders, _ = repos
+    put_in_hf_cache(folders["org/both"], "org/both", tmp_path / "hf")
+    proc = subprocess.run([sys.executable, "-c", ARCH, "org/both", "org/absent"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf"),
+                                                       "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ARCH llama 1 org/both" in proc.stdout
+    assert "MISSING org/absent: not a local folder, and config.json is not on the hub or in the HF cache (offline)" \
+        in proc.stdout

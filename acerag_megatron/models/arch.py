@@ -33,13 +33,25 @@ class ModelArch:
     def from_hf(cls, name_or_path: str) -> "ModelArch":
         """Read the architecture from an HF model folder or hub id (config.json only).
 
+        A hub id's config.json comes through the HF cache (HF_HUB_OFFLINE honoured), so a
+        missing id fails with what is missing rather than a connection message.
+
         Raises:
+            FileNotFoundError: a hub id with no config.json on the hub or in the HF cache.
             ValueError: for an unsupported model family, biases or RoPE scaling.
         """
+        from pathlib import Path
+
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(name_or_path))
-        return cls.from_config_dict(config.to_dict(), source=str(name_or_path))
+        from acerag_megatron.weights.hf_folder import hub_config_file
+
+        folder = Path(name_or_path)
+        if not folder.is_dir():
+            folder = hub_config_file(str(name_or_path)).parent
+        config = AutoConfig.from_pretrained(str(folder)).to_dict()
+        config["_name_or_path"] = str(name_or_path)  # the id, as transformers records it, not the snapshot
+        return cls.from_config_dict(config, source=str(name_or_path))
 
     @classmethod
     def from_config_dict(cls, cfg: dict[str, Any], source: str = "config") -> "ModelArch":

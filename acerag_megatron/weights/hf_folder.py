@@ -19,22 +19,27 @@ _FORMATS = (("model.safetensors.index.json", "model.safetensors"),
 _RESOLVED: dict[str, Path] = {}
 
 
-def _hub_weights(repo_id: str, *, local_files_only: bool = False) -> Path:
-    """Fetch config.json and one weight format of a hub repo; return the snapshot folder.
-
-    Honours HF_HUB_OFFLINE / the HF cache like transformers does (huggingface_hub reads them).
-    """
+def _fetch(repo_id: str, name: str, revision: str | None = None, local_files_only: bool = False) -> Path | None:
+    """One file of a hub repo through the HF cache (HF_HUB_OFFLINE honoured); None when absent."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HFValidationError, RepositoryNotFoundError
-
-    def fetch(name: str, revision: str | None = None) -> Path | None:
-        try:
-            return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=local_files_only))
-        except EntryNotFoundError:  # offline: not cached; online: not in the repo
-            return None
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        config = fetch("config.json")
+        return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=local_files_only))
+    except EntryNotFoundError:  # offline: not cached; online: not in the repo
+        return None
+
+
+def hub_config_file(repo_id: str, *, local_files_only: bool = False) -> Path:
+    """config.json of a hub repo, from the HF cache or the hub; its folder is the snapshot.
+
+    Raises:
+        FileNotFoundError: an invalid id, a missing, private or gated repo, or no config.json.
+    """
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        config = _fetch(repo_id, "config.json", local_files_only=local_files_only)
     except HFValidationError as e:
         raise FileNotFoundError(f"{repo_id}: not a local folder, and not a valid hub id") from e
     except GatedRepoError as e:
@@ -44,19 +49,28 @@ def _hub_weights(repo_id: str, *, local_files_only: bool = False) -> Path:
     if config is None:
         raise FileNotFoundError(f"{repo_id}: not a local folder, and config.json is not on the hub or in the "
                                 f"HF cache{' (offline)' if _offline(local_files_only) else ''}")
+    return config
+
+
+def _hub_weights(repo_id: str, *, local_files_only: bool = False) -> Path:
+    """Fetch config.json and one weight format of a hub repo; return the snapshot folder."""
+    snapshot = hub_config_file(repo_id, local_files_only=local_files_only).parent
     # Every later file comes from the commit config.json was resolved at, even if the repo moves on.
-    snapshot = config.parent
     revision = snapshot.name
+
+    def fetch(name: str) -> Path | None:
+        return _fetch(repo_id, name, revision, local_files_only)
+
     for index_name, single in _FORMATS:
-        index = fetch(index_name, revision)
+        index = fetch(index_name)
         if index is not None:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            missing = [s for s in shards if fetch(s, revision) is None]
+            missing = [s for s in shards if fetch(s) is None]
             if missing:
                 raise FileNotFoundError(f"{repo_id}: {index_name} lists {', '.join(missing)}, "
                                         f"not found{' in the HF cache (offline)' if _offline(local_files_only) else ''}")
             return snapshot
-        if fetch(single, revision) is not None:
+        if fetch(single) is not None:
             return snapshot
     raise FileNotFoundError(f"{repo_id}: no model.safetensors / pytorch_model.bin (or index json) on the hub "
                             "or in the HF cache")
