@@ -1,12 +1,13 @@
 """Packed-row mask specs against masks written out pair by pair from the rules of the packed
 window formulation and of document-masked finetune rows."""
 import numpy as np
+import pytest
 import torch
 
 from acerag_megatron.data.finetune import FinetuneSample
 from acerag_megatron.data.window import WindowSample
 from acerag_megatron.models.packed_mask import dense_masked, is_packed_mask, mask_mod
-from acerag_megatron.training.collate import collate_finetune_packed, collate_window_packed
+from acerag_megatron.training.collate import collate_finetune_packed, collate_window_packed, collate_window_packed_docs
 
 
 def _window_sample():
@@ -43,9 +44,9 @@ def _window_reference(smp, width):
     return allowed, total
 
 
-def _check(batch, allowed, total):
+def _check(batch, allowed, total, rows=2):
     spec = batch["lm_attention_mask"]
-    assert is_packed_mask(spec) and spec.shape == (1, 2, allowed.shape[0])
+    assert is_packed_mask(spec) and spec.shape == (1, rows, allowed.shape[0])
     assert torch.equal(dense_masked(spec)[0, 0], torch.from_numpy(~allowed))
     s = allowed.shape[0]
     q, k = torch.arange(s)[:, None], torch.arange(s)[None, :]
@@ -59,6 +60,25 @@ def test_window_row_spec_is_the_block_mask():
         batch = collate_window_packed(smp, pad_id=0, multiple=multiple)
         allowed, total = _window_reference(smp, batch["lm_input_ids"].shape[1])
         _check(batch, allowed, total)
+
+
+def test_window_documents_in_one_row_see_only_themselves():
+    """Two documents back to back: each one's block mask, nothing across them, pads alone."""
+    first, second = _window_sample(), _window_sample()
+    batch = collate_window_packed_docs([first, second], pad_id=0, multiple=8)
+    width = batch["lm_input_ids"].shape[1]
+    n = _window_reference(first, 0)[1]  # the document's row length
+    one = _window_reference(first, n)[0]
+    allowed = np.eye(width, dtype=bool)
+    allowed[:n, :n] = one
+    allowed[n:2 * n, n:2 * n] = one
+    _check(batch, allowed, 2 * n, rows=3)
+    assert batch["num_samples"] == 2
+    # Each document's positions start again at 0 and its tokens weigh 1 / its own targets.
+    pos = batch["lm_position_ids"][0]
+    assert torch.equal(pos[n:2 * n], pos[:n])
+    weights = batch["loss_weight"][0]
+    assert weights[:n].sum().item() == pytest.approx(1.0) and weights[n:2 * n].sum().item() == pytest.approx(1.0)
 
 
 def test_finetune_row_spec_is_a_document_mask():

@@ -4,7 +4,7 @@ Megatron's local DotProductAttention materialises the score matrix (2.2x slower,
 memory on GPU); these modules are drop-ins for the spec's `core_attention` slot.
 Shapes: s sequence, b batch, h heads (this TP rank), g query groups, d head dim.
 Masks: None = causal; Megatron's dense bool broadcastable to [b, 1, sq, sk], True = masked; or
-a packed-row spec [b, 2, s] (see packed_mask.py), which FlexAttention reads directly.
+a packed-row spec [b, 2 or 3, s] (see packed_mask.py), which FlexAttention reads directly.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class _BlockMaskCache:
                 return q_idx >= kv_idx
             self.block_mask = create_block_mask(mask_mod, None, None, sq, sk, device=device)
         elif packed_mask.is_packed_mask(attention_mask):
-            spec = attention_mask.expand(batch, 2, sq)
+            spec = attention_mask.expand(batch, attention_mask.shape[1], sq)
             self.block_mask = create_block_mask(packed_mask.mask_mod(spec), batch, None, sq, sk, device=device)
         else:
             allowed = ~attention_mask.expand(batch, 1, sq, sk)

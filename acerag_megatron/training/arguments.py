@@ -103,8 +103,10 @@ class TrainArguments:
     preprocess_cache_dir: Optional[str] = _help("Cache for raw JSON given to --data_files "
                                                 "(default <output_dir>/../.preprocess_cache).", default=None)
     max_tokens_per_micro_batch: int = _help(
-        "Finetuning: pack this rank's samples of a step into micro-batches of at most this many LM tokens, "
-        "one row per micro-batch with a document mask (0: per_device_train_batch_size padded rows).", default=0)
+        "Pack this rank's samples of a step into micro-batches of at most this many LM tokens, one row per "
+        "micro-batch: finetune samples behind a document mask, window-mode documents each behind its own "
+        "block mask (0: finetune per_device_train_batch_size padded rows, one document per window-mode "
+        "micro-batch).", default=0)
     window_impl: str = _help("Window mode: packed (one LM pass with a block mask) or loop (one LM row per "
                              "window, the reference formulation).", default="packed")
     sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",
@@ -135,6 +137,9 @@ class TrainArguments:
             raise ValueError(f"--compiled_kernels must be one of {COMPILED_KERNELS}, got {self.compiled_kernels!r}")
         if self.window_impl not in ("packed", "loop"):
             raise ValueError(f"--window_impl must be packed|loop, got {self.window_impl!r}")
+        if self.window_mode and self.max_tokens_per_micro_batch > 0 and self.window_impl != "packed":
+            raise ValueError("--max_tokens_per_micro_batch: window-mode documents share a row only with "
+                             "--window_impl packed")
         if self.save_strategy not in ("epoch", "steps", "no"):
             raise ValueError(f"--save_strategy must be epoch|steps|no, got {self.save_strategy!r}")
         if self.window_mode and self.per_device_train_batch_size != 1:

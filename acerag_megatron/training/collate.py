@@ -140,8 +140,9 @@ def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1
     return _pack(lm, enc, gather, splice, labels, weights, len(samples), scale)
 
 
-def _window_selection_rows(sample, enc: _Rows) -> list[np.ndarray]:
-    """Encoder-output row (flat index) of every selected position of each Z_i, in LM order."""
+def _window_selection_rows(sample, enc: _Rows, first_row: int = 0) -> list[np.ndarray]:
+    """Encoder-output row (flat index) of every selected position of each Z_i, in LM order; the
+    sample's encoder groups are rows first_row.. of `enc`."""
     tokens_len = len(sample.tokens)
     group_of = np.empty(tokens_len, dtype=np.int64)
     start_of = np.empty(tokens_len, dtype=np.int64)
@@ -151,31 +152,33 @@ def _window_selection_rows(sample, enc: _Rows) -> list[np.ndarray]:
     out = []
     for sel in sample.selected:
         sel = np.asarray(sel, dtype=np.int64)
-        out.append(enc.flat(group_of[sel], sel - start_of[sel]) if len(sel) else np.zeros(0, np.int64))
+        out.append(enc.flat(first_row + group_of[sel], sel - start_of[sel]) if len(sel) else np.zeros(0, np.int64))
     return out
 
 
-def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
-    """One window-mode document -> a single packed LM row with the block mask (see module doc)."""
+def window_packed_tokens(sample) -> int:
+    """LM tokens of a window-mode document's packed row: its compressed prefix plus windows 1..n-1."""
+    return sum(len(z) for z in sample.selected) + sum(e - s for s, e in sample.segments[1:])
+
+
+def _window_row(sample, enc: _Rows, first_row: int) -> dict:
+    """One document's packed row `[C_0 .. C_{n-2}, W_1 .. W_{n-1}]` (unpadded, local positions),
+    its encoder groups being rows first_row.. of `enc`."""
     tokens = np.asarray(sample.tokens, dtype=np.int64)
-    enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id, multiple)
-    z_rows = _window_selection_rows(sample, enc)
+    z_rows = _window_selection_rows(sample, enc, first_row)
     mem = np.concatenate(z_rows)
     c_len = len(mem)
     mu = np.concatenate([[0], np.cumsum([len(z) for z in z_rows])]).astype(np.int64)  # mu[k] = |C_<k|
     windows = [tokens[s:e] for s, e in sample.segments[1:]]
     total = c_len + sum(len(w) for w in windows)
-    width = -(-total // multiple) * multiple
-    ids = np.full(width, pad_id, dtype=np.int64)
-    pos = np.arange(width, dtype=np.int64)
-    lab = np.full(width, IGNORE_INDEX, dtype=np.int64)
-    group = np.zeros(width, dtype=np.int64)
-    ids[:c_len] = PRETRAIN_PLACEHOLDER_TOKEN_ID
+    ids = np.full(total, PRETRAIN_PLACEHOLDER_TOKEN_ID, dtype=np.int64)
+    pos = np.arange(total, dtype=np.int64)
+    lab = np.full(total, IGNORE_INDEX, dtype=np.int64)
+    group = np.zeros(total, dtype=np.int64)
     # Segment 0 is the compressed prefix (causal over itself); window k is segment k and also
-    # sees C_<k; each pad token is its own segment (see models/packed_mask.py).
-    segment = -1 - np.arange(width, dtype=np.int64)
-    prefix_end = np.zeros(width, dtype=np.int64)
-    segment[:c_len] = 0
+    # sees C_<k (see models/packed_mask.py).
+    segment = np.zeros(total, dtype=np.int64)
+    prefix_end = np.zeros(total, dtype=np.int64)
     at = c_len
     for k, w in enumerate(windows, start=1):
         n = len(w)
@@ -186,25 +189,63 @@ def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int
         lab[mu[k] - 1], group[mu[k] - 1] = w[0], k - 1
         lab[at:at + n - 1], group[at:at + n - 1] = w[1:], k - 1
         at += n
-    valid = int((lab != IGNORE_INDEX).sum())
-    wts = np.where(lab != IGNORE_INDEX, scale / max(valid, 1), 0.0).astype(np.float32)
+    return dict(ids=ids, pos=pos, lab=lab, group=group, segment=segment, prefix_end=prefix_end, mem=mem,
+                c_len=c_len, windows=len(windows))
+
+
+def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+    """One window-mode document -> a single packed LM row with the block mask (see module doc)."""
+    return collate_window_packed_docs([sample], pad_id, scale, multiple)
+
+
+def collate_window_packed_docs(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+    """Window-mode documents -> ONE LM row of their packed rows back to back: each document's
+    segments are its own and its windows' prefixes start where the document does, so no
+    document sees another and each computes what its own row computes. Encoder groups of all
+    documents are the encoder rows. Each document's tokens weigh `scale / valid` of its own."""
+    tokens = [np.asarray(smp.tokens, dtype=np.int64) for smp in samples]
+    enc = _Rows([t[s:e] for t, smp in zip(tokens, samples) for s, e in smp.groups], pad_id, multiple)
+    first_rows = np.concatenate([[0], np.cumsum([len(smp.groups) for smp in samples])[:-1]])
+    docs = [_window_row(smp, enc, int(r)) for smp, r in zip(samples, first_rows)]
+    total = sum(len(d["ids"]) for d in docs)
+    width = -(-total // multiple) * multiple
+    ids = np.full(width, pad_id, dtype=np.int64)
+    pos = np.arange(width, dtype=np.int64)
+    lab = np.full(width, IGNORE_INDEX, dtype=np.int64)
+    group = np.zeros(width, dtype=np.int64)
+    wts = np.zeros(width, dtype=np.float32)
+    segment = -1 - np.arange(width, dtype=np.int64)  # each pad token is its own segment
+    prefix_start = np.zeros(width, dtype=np.int64)
+    prefix_end = np.zeros(width, dtype=np.int64)
+    splice, at, segment_base, group_base = [], 0, 0, 0
+    for d in docs:
+        n, span = len(d["ids"]), slice(at, at + len(d["ids"]))
+        ids[span], pos[span], lab[span] = d["ids"], d["pos"], d["lab"]
+        group[span], segment[span] = d["group"] + group_base, d["segment"] + segment_base
+        windowed = d["prefix_end"] > 0  # compressed-prefix tokens see no prefix
+        prefix_start[span] = np.where(windowed, at, 0)
+        prefix_end[span] = np.where(windowed, at + d["prefix_end"], 0)
+        valid = d["lab"] != IGNORE_INDEX
+        wts[span] = np.where(valid, scale / max(int(valid.sum()), 1), 0.0)
+        splice.append(at + np.arange(d["c_len"]))
+        at, segment_base, group_base = at + n, segment_base + d["windows"] + 1, group_base + d["windows"]
     return {
         "enc_input_ids": enc.ids(),
         "enc_position_ids": enc.positions(),
         "enc_attention_mask": None,
-        "enc_gather_index": torch.from_numpy(mem),
+        "enc_gather_index": _indices([d["mem"] for d in docs]),
         "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
         "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "lm_attention_mask": packed_mask(segment, prefix_end),
-        "splice_index": torch.arange(c_len, dtype=torch.long),
+        "lm_attention_mask": packed_mask(segment, prefix_end, prefix_start),
+        "splice_index": _indices(splice),
         "labels": torch.from_numpy(lab).unsqueeze(0),
         "loss_weight": torch.from_numpy(wts).unsqueeze(0),
         "report_group": torch.from_numpy(group).unsqueeze(0),
-        "num_samples": 1,
+        "num_samples": len(samples),
         "loss_scale": scale,
         "enc_real_lengths": [len(r) for r in enc.rows],
         "lm_real_lengths": [total],
-        "lm_attention_pairs": allowed_pairs(segment[:total], prefix_end[:total]),
+        "lm_attention_pairs": allowed_pairs(segment[:total], prefix_end[:total], prefix_start[:total]),
     }
 
 
@@ -273,12 +314,12 @@ def _document_row(docs, pad_id: int, multiple: int):
             packed_mask(segment, np.zeros(width, dtype=np.int64)), starts)
 
 
-def group_by_tokens(samples, max_tokens: int) -> list[list]:
-    """Consecutive samples grouped into micro-batches of at most max_tokens LM tokens
-    (a longer sample goes alone)."""
+def group_by_tokens(samples, max_tokens: int, length=lambda smp: len(smp.input_ids)) -> list[list]:
+    """Consecutive samples grouped into micro-batches of at most max_tokens LM tokens, as
+    `length` counts them (a longer sample goes alone)."""
     groups, current, used = [], [], 0
     for smp in samples:
-        n = len(smp.input_ids)
+        n = length(smp)
         if current and used + n > max_tokens:
             groups.append(current)
             current, used = [], 0

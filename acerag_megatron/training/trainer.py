@@ -26,7 +26,8 @@ from acerag_megatron.training.build import build_model, build_optimizer, use_fus
 from acerag_megatron.training.checkpoint import (fail, latest_checkpoint, load_checkpoint, read_train_state, remove_stale_files,
                                                  save_checkpoint, select_checkpoint)
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
-                                              collate_window_packed, group_by_tokens)
+                                              collate_window_packed, collate_window_packed_docs, group_by_tokens,
+                                              window_packed_tokens)
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
@@ -221,7 +222,11 @@ class Trainer:
         mult = a.tensor_model_parallel_size if a.sequence_parallel else 1
         epoch, indices = next(self._batches)
         samples = [self.dataset.get(i, epoch) for i in indices]
-        if a.window_mode:
+        if a.window_mode and a.max_tokens_per_micro_batch > 0:
+            # Short documents share a packed row, each behind its own block mask.
+            groups = group_by_tokens(samples, a.max_tokens_per_micro_batch, length=window_packed_tokens)
+            collate_fn = lambda g, sc: collate_window_packed_docs(g, 0, sc, mult)  # noqa: E731
+        elif a.window_mode:
             collate = collate_window_packed if a.window_impl == "packed" else collate_window
             groups, collate_fn = [[s] for s in samples], lambda g, sc: collate(g[0], 0, sc, mult)
         elif a.max_tokens_per_micro_batch > 0:

@@ -18,7 +18,7 @@ from acerag_megatron.models.compressive_model import build_compressive_model
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.data.finetune import build_finetune_sample
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
-                                              collate_window_packed)
+                                              collate_window_packed, collate_window_packed_docs)
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 from tests.workers.models_common import DEVICE, VOCAB, init, report, tiny_models
 
@@ -67,6 +67,7 @@ def main(workdir: str):
     init(1, 1)
     paths = tiny_models(workdir)
     worst_loss, worst_grad, worst_ft_loss, worst_ft_grad = 0.0, 0.0, 0.0, 0.0
+    worst_doc_loss, worst_doc_grad = 0.0, 0.0
     for fam in ("llama", "qwen3"):
         arch = ModelArch.from_hf(paths[fam])
         model = build_compressive_model(arch, arch, 2, tp=1, pp=1, sequence_parallel=False,
@@ -86,12 +87,29 @@ def main(workdir: str):
                 worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
                 worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
                 print(f"{fam} {method} L={length} {name}: loss {loss:.8f} ref {ref_loss:.8f}", flush=True)
+        doc_loss, doc_grad = _window_documents_packing(model)
+        worst_doc_loss, worst_doc_grad = max(worst_doc_loss, doc_loss), max(worst_doc_grad, doc_grad)
         ft_loss, ft_grad = _finetune_packing(model)
         worst_ft_loss, worst_ft_grad = max(worst_ft_loss, ft_loss), max(worst_ft_grad, ft_grad)
     report("window_loss_rel_diff", worst_loss)
     report("window_grad_rel_diff", worst_grad)
+    report("window_documents_packed_loss_rel_diff", worst_doc_loss)
+    report("window_documents_packed_grad_rel_diff", worst_doc_grad)
     report("finetune_packed_loss_rel_diff", worst_ft_loss)
     report("finetune_packed_grad_rel_diff", worst_ft_grad)
+
+
+def _window_documents_packing(model):
+    """Several window-mode documents in one packed row vs one packed row per document (the
+    per-sample mean of token means over the documents), fp32."""
+    rng = np.random.default_rng(11)
+    docs = [build_window_sample(rng.integers(3, VOCAB, size=n), window=64, encoder_max_length=128,
+                                comp_candidates=[1, 2, 4, 8], method="random", rng=rng) for n in (420, 130, 257)]
+    n = len(docs)
+    ref_loss, ref_grad = _loss_and_grads(model, [collate_window_packed(d, 0, 1.0 / n) for d in docs])
+    loss, grad = _loss_and_grads(model, [collate_window_packed_docs(docs, 0, 1.0 / n)])
+    print(f"window documents packed: loss {loss:.8f} one-by-one {ref_loss:.8f}", flush=True)
+    return abs(loss - ref_loss) / abs(ref_loss), float((grad - ref_grad).norm() / ref_grad.norm())
 
 
 def _finetune_samples(rng):
