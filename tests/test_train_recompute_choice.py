@@ -49,6 +49,9 @@ def test_longest_window_sample_at_the_smallest_ratio():
     assert shape.enc_tokens >= 15 * 1024
     ratio8 = longest_micro_batch(parse_args(_with(SEED_PRETRAIN, "--comp_candidates", "8")))
     assert ratio8.lm_tokens == 15 * 128 + (15999 - 1024)
+    packed = longest_micro_batch(parse_args(SEED_PRETRAIN + ["--max_tokens_per_micro_batch", "40000"]))
+    assert packed.lm_tokens == packed.enc_tokens == 40000
+    assert longest_micro_batch(parse_args(SEED_PRETRAIN + ["--max_tokens_per_micro_batch", "8000"])) == shape
 
 
 @pytest.mark.parametrize("capacity,te_layers,dp", [(H200_GIB, False, 8), (H200_GIB, True, 8), (H200_GIB, False, 1),

@@ -42,7 +42,8 @@ def longest_micro_batch(args) -> MicroBatchShape:
     """Token counts of the largest micro-batch the run's length limits allow.
 
     Window mode: the packed row of a document just under --max_length at the smallest ratio,
-    built by the real sample and collate code. Finetuning: per-device rows of --lm_max_length
+    built by the real sample and collate code, or a full --max_tokens_per_micro_batch row of
+    packed documents where that is longer. Finetuning: per-device rows of --lm_max_length
     (or one packed row of --max_tokens_per_micro_batch), every LM token predicted, and as many
     context tokens as the largest ratio compresses into them, below --max_length each.
     """
@@ -55,8 +56,13 @@ def longest_micro_batch(args) -> MicroBatchShape:
                                      encoder_max_length=args.encoder_max_length, comp_candidates=args.comp_candidates,
                                      method="stride", rng=_SmallestRatio())
         mb = collate_window_packed(sample, 0)
-        return MicroBatchShape(int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()),
-                               int((mb["labels"] != -100).sum()))
+        longest = MicroBatchShape(int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()),
+                                  int((mb["labels"] != -100).sum()))
+        if args.max_tokens_per_micro_batch > longest.lm_tokens:
+            # Packed documents fill the budget; a document's encoder tokens never exceed its LM tokens.
+            budget = args.max_tokens_per_micro_batch
+            return MicroBatchShape(budget, budget, budget)
+        return longest
     rows = args.per_device_train_batch_size
     lm = args.max_tokens_per_micro_batch if args.max_tokens_per_micro_batch > 0 else rows * args.lm_max_length
     samples = max(1, lm // max(args.lm_max_length, 1)) if args.max_tokens_per_micro_batch > 0 else rows
