@@ -197,3 +197,6 @@ def test_empty_context_kept_with_warning(tok, tmp_path, capfd):
     assert counts(tmp_path / "mixed") == {"read": 5, "kept": 5, "dropped": {},
                                           "kept_with_warning": {"empty_context": 2}}
     assert err[-1].endswith("kept with warning {'empty_context': 2} -> " + str(tmp_path / "mixed"))
+    from acerag_megatron.data.dataset import CompressiveDataset, SampleConfig
+    ds = CompressiveDataset([str(tmp_path / "mixed")], SampleConfig(window_mode=False), seed=0)
+    assert "mixed: records 5 (with warning: empty_context 2)," in ds.describe()

@@ -1,6 +1,7 @@
 """Mixing arithmetic, CompressiveDataset over the ten seed files, determinism, sampler (METHOD.md 5; checklist 9)."""
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,56 @@ def test_inspect_tool_marks_roles(seed_data, capsys):
     out = capsys.readouterr().out
     assert "[window 1: memory" in out and "[segment 0:" in out
     assert tool.main([seed_data["nq"], "--index", "999"]) == 2
+
+
+def setup_args(tmp_path, data_files, *, window_mode=False, **kw):
+    from types import SimpleNamespace
+    return SimpleNamespace(window_mode=window_mode, data_files=[str(f) for f in data_files],
+                           output_dir=str(tmp_path / "run"), preprocess_cache_dir=None, **kw)
+
+
+def test_data_setup_refuses_another_tokenizer(seed_data, tmp_path):
+    from acerag_megatron.data.preprocess import read_manifest
+    from acerag_megatron.training.data_setup import resolve_prefixes
+    llama = read_manifest(seed_data["nq"])["tokenizer"]["path"]
+    qwen3 = str(make_tiny_tokenizer("qwen3", tmp_path / "qwen3"))
+    assert resolve_prefixes(setup_args(tmp_path, [seed_data["nq"]]), llama) == [seed_data["nq"]]
+    with pytest.raises(SystemExit) as e:
+        resolve_prefixes(setup_args(tmp_path, [seed_data["nq"]]), qwen3)
+    msg = str(e.value.code)
+    assert msg.startswith(f"error: --data_files {seed_data['nq']}: preprocessed with tokenizer {llama} (hash ")
+    assert f"--language_model_name_or_path {qwen3} has tokenizer hash" in msg and "\n" not in msg
+
+
+def test_data_setup_wrong_mode_and_empty_data_are_one_line(seed_data, tmp_path):
+    from acerag_megatron.data.preprocess import read_manifest
+    from acerag_megatron.training.data_setup import resolve_prefixes
+    tok = read_manifest(seed_data["nq"])["tokenizer"]["path"]
+    with pytest.raises(SystemExit, match=r"^error: --data_files .*nq: finetune data, but --window_mode True trains "
+                                         r"on pretrain data$"):
+        resolve_prefixes(setup_args(tmp_path, [seed_data["nq"]], window_mode=True), tok)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "nq.jsonl").write_text('{"query": "q", "key": ["d"], "answers": ["a"]}\n')
+    with pytest.raises(SystemExit, match=r"^error: --data_files .*nq.jsonl: no records kept .*wrong_mode 1.*finetune "
+                                         r"records, not pretrain ones; nothing written$"):
+        resolve_prefixes(setup_args(tmp_path, [raw / "nq.jsonl"], window_mode=True), tok)
+    (raw / "empty.jsonl").write_text("\n")
+    with pytest.raises(SystemExit, match=r"^error: --data_files .*empty.jsonl: no records \(empty input\)"):
+        resolve_prefixes(setup_args(tmp_path, [raw / "empty.jsonl"]), tok)
+    empty, = resolve_prefixes(setup_args(tmp_path, [raw / "empty.jsonl"], allow_empty_data=True), tok)
+    assert read_manifest(empty)["counts"]["read"] == 0
+    with pytest.raises(SystemExit, match=r"^error: --data_files .*empty.jsonl: no records \(read 0"):
+        resolve_prefixes(setup_args(tmp_path, [raw / "empty.jsonl"]), tok)  # the cached empty prefix too
+
+
+def test_data_setup_cache_inside_the_run_folder(seed_data, tmp_path):
+    from acerag_megatron.data.preprocess import read_manifest
+    from acerag_megatron.training.data_setup import resolve_prefixes
+    tok = read_manifest(seed_data["nq"])["tokenizer"]["path"]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "redpajama.jsonl").write_text('{"text": "some words here"}\n' * 3)
+    prefix, = resolve_prefixes(setup_args(tmp_path, [raw / "redpajama.jsonl"], window_mode=True), tok)
+    assert Path(prefix).is_relative_to(tmp_path / "run" / "preprocess_cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "run"], "nothing next to the run folder"

@@ -86,7 +86,8 @@ class CompressiveDataset:
             first = np.asarray(data.document_indices[:-1], dtype=np.int64)
             self.files.append(_File(str(prefix), manifest, data, first))
             docs, lengths, file_stats = self._select(fid, data, first, mode, data_splits, train_num_per_data)
-            file_stats.update(name=manifest["dataset_name"], prefix=str(prefix), records=int(len(first)))
+            file_stats.update(name=manifest["dataset_name"], prefix=str(prefix), records=int(len(first)),
+                              warnings=dict(manifest["counts"].get("kept_with_warning", {})))
             self.stats["files"].append(file_stats)
             entry_file.append(np.full(len(docs), fid, dtype=np.int64))
             entry_doc.append(docs)
@@ -165,10 +166,13 @@ class CompressiveDataset:
             drop_over_budget=cfg.drop_over_budget, exact_truncation=cfg.exact_truncation)
 
     def describe(self) -> str:
-        """Per-file counts: records, after resampling, dropped by reason, kept."""
+        """Per-file counts: records (and those preprocessing kept with a warning), after resampling,
+        dropped by reason, kept."""
         lines = [f"CompressiveDataset: {len(self)} samples from {len(self.files)} file(s)"]
         for s in self.stats["files"]:
             drops = ", ".join(f"{k} {v}" for k, v in s["dropped"].items()) or "none"
-            lines.append(f"  {s['name']}: records {s['records']}, after resampling {s['after_resampling']}, "
+            warned = ", ".join(f"{k} {v}" for k, v in s["warnings"].items())
+            warned = f" (with warning: {warned})" if warned else ""
+            lines.append(f"  {s['name']}: records {s['records']}{warned}, after resampling {s['after_resampling']}, "
                          f"dropped ({drops}), kept {s['kept']}  [{Path(s['prefix']).name}]")
         return "\n".join(lines)
