@@ -15,12 +15,16 @@ def main(argv=None):
     # torch.distributed deprecation notices raised inside megatron-core, not actionable here.
     warnings.filterwarnings("ignore", category=FutureWarning)
     from acerag_megatron.training.arguments import parse_args
+    from acerag_megatron.training.validate import validate_run
 
     args = parse_args(argv)
+    validate_run(args)
     from acerag_megatron.training.trainer import run  # heavy imports after argument errors
 
     run(args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from acerag_megatron.preflight import one_error_line
+
+    one_error_line(main, sys.argv[1:])

@@ -1,10 +1,18 @@
-"""Start-up shared by the converter commands: device, process group, parallel layout."""
+"""Start-up shared by the converter commands: one-line errors, checks before any process group,
+device, process group, parallel layout."""
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_parser(doc: str) -> argparse.ArgumentParser:
+    from acerag_megatron.preflight import OneLineErrorParser
+
+    return OneLineErrorParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_parallel_args(parser: argparse.ArgumentParser) -> None:
@@ -12,10 +20,30 @@ def add_parallel_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pp", type=int, default=1, help="pipeline-parallel size")
 
 
+def add_output_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--output", required=True,
+                        help=f"destination {what} folder; an earlier output of this command is replaced, another "
+                             "non-empty folder only with --overwrite, an input never")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output of other origin")
+
+
+def check_parallel(arch, source: str, args, num_layers: int | None) -> None:
+    """World size, TP and PP against the model, before any process group exists."""
+    from acerag_megatron.preflight import check_parallel_sizes, check_world_size
+
+    check_parallel_sizes(arch, source, tp=args.tp, pp=args.pp, num_layers=num_layers, tp_flag="--tp", pp_flag="--pp")
+    check_world_size(args.tp, args.pp, "--tp", "--pp", exact=True)
+
+
+def run(main, argv=None) -> None:
+    """Run a converter's main: a user error prints one line from rank 0 and exits non-zero."""
+    from acerag_megatron.preflight import one_error_line
+
+    one_error_line(main, sys.argv[1:] if argv is None else argv)
+
+
 def start(args):
     """Resolve the device and initialise parallel state; returns the DeviceInfo."""
-    import torch.distributed as dist
-
     from acerag_megatron.device import resolve_device
     from acerag_megatron.parallel import initialize_parallel
 
@@ -24,9 +52,6 @@ def start(args):
     transformers.logging.set_verbosity_error()
     device = resolve_device()
     initialize_parallel(args.tp, args.pp, seed=0, device=device)
-    if dist.get_world_size() != args.tp * args.pp:
-        raise SystemExit(f"error: world size {dist.get_world_size()} != --tp {args.tp} x --pp {args.pp}; "
-                         f"launch with torchrun --nproc-per-node {args.tp * args.pp}")
     return device
 
 

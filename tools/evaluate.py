@@ -66,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
+        if cfg.comp_ratio is not None and cfg.encoder:
+            from acerag_megatron.inference.loading import check_encoder_matches_lm
+
+            check_encoder_matches_lm(cfg.lm, cfg.encoder)  # before loading either model's weights
         results = run_evaluation(cfg, progress=progress)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        text = str(e).strip() or type(e).__name__
+        print(f"error: {text.splitlines()[0]}", file=sys.stderr)  # hub errors run to several lines
         return 2
     print(format_table(results))
     print(f"predictions: {cfg.output}\nresults: {results_path(cfg.output)}")

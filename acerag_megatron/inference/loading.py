@@ -78,3 +78,23 @@ def load_encoder(encoder_path: str | os.PathLike, device: torch.device | str = "
 
     enc = AutoModel.from_pretrained(str(resolve_encoder_dir(encoder_path)), dtype=dtype or default_dtype(device))
     return enc.to(device).eval().requires_grad_(False)
+
+
+def check_encoder_matches_lm(lm_path: str | os.PathLike, encoder_path: str | os.PathLike) -> None:
+    """The encoder's states can stand in for the LM's input embeddings: same family, hidden size
+    and vocabulary (it reads the LM tokenizer's ids). Reads the two configs only.
+
+    Raises:
+        ValueError: naming both models and what differs; OSError when a config cannot be read.
+    """
+    from transformers import AutoConfig
+
+    encoder_dir = resolve_encoder_dir(encoder_path)
+    lm, enc = AutoConfig.from_pretrained(str(lm_path)), AutoConfig.from_pretrained(str(encoder_dir))
+    fields = ("model_type", "hidden_size", "vocab_size")
+    if any(getattr(lm, f, None) != getattr(enc, f, None) for f in fields):
+        def describe(config):
+            return f"{config.model_type} (hidden_size {config.hidden_size}, vocab_size {config.vocab_size})"
+
+        raise ValueError(f"--encoder {encoder_path}: {describe(enc)} does not match the LM --lm {lm_path}: "
+                         f"{describe(lm)}")

@@ -17,6 +17,7 @@ from typing import Optional, get_args, get_origin
 
 from acerag_megatron.device import COMPILED_KERNELS
 from acerag_megatron.models.recompute import recompute_modules
+from acerag_megatron.preflight import OneLineErrorParser
 
 
 def _help(text: str, **kw):
@@ -119,6 +120,7 @@ class TrainArguments:
     report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
 
     def __post_init__(self):
+        self._check_ranges()
         # The seed's bare --gradient_checkpointing is resolved against the memory estimate once
         # the models and the device are known (training/recompute_choice.py); explicit flags win.
         self.recompute_by_estimate = (self.gradient_checkpointing and self.recompute is None
@@ -155,9 +157,41 @@ class TrainArguments:
         if self.use_distributed_optimizer is None:
             self.use_distributed_optimizer = deepspeed_zero_stage(self.deepspeed) >= 1 if self.deepspeed else True
 
+    def _check_ranges(self):
+        """Values no run can use, stopped here rather than deep in the data or the model."""
+        positive = ["per_device_train_batch_size", "logging_steps", "encoder_num_hidden_layers", "window",
+                    "encoder_max_length", "lm_max_length", "tensor_model_parallel_size", "pipeline_model_parallel_size"]
+        if self.max_steps <= 0:
+            positive.append("num_train_epochs")  # the run's length comes from the epochs
+        for flag in positive:
+            if getattr(self, flag) < 1:
+                raise ValueError(f"--{flag} {getattr(self, flag)}: must be >= 1")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ValueError(f"--global_batch_size {self.global_batch_size}: must be >= 1")
+        bad = [r for r in self.comp_candidates if r < 1]
+        if bad:
+            raise ValueError(f"--comp_candidates {' '.join(map(str, self.comp_candidates))}: ratio {bad[0]} "
+                             "is not a positive integer")
+        if self.save_steps <= 0:
+            raise ValueError(f"--save_steps {self.save_steps}: must be > 0")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ValueError(f"--warmup_ratio {self.warmup_ratio}: must be between 0 and 1")
+        check_output_dir(self.output_dir)
+
     @property
     def encoder_method(self) -> str:
         return self.pretraining_down_scaling_method if self.window_mode else self.down_scaling_method
+
+
+def check_output_dir(output_dir: str) -> None:
+    """The run folder is, or can be created as, a folder (no file in the way)."""
+    path = Path(output_dir)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"{part} is a file"
+                raise ValueError(f"--output_dir {output_dir}: {where}, not a folder")
+            return
 
 
 def deepspeed_zero_stage(path: Optional[str]) -> int:
@@ -186,7 +220,7 @@ def str2bool(v) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """argparse parser generated from TrainArguments (one flag per field)."""
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="python -m acerag_megatron.train_compressive_encoder",
         description="Train an AceRAG compressive encoder against a frozen LM on Megatron-core.",
         allow_abbrev=False)

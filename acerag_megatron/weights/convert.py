@@ -2,6 +2,9 @@
 and compare a Megatron module with transformers on the same tokens."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
@@ -11,11 +14,16 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import CompressiveEncoder
 from acerag_megatron.models.frozen_lm import FrozenLM
 from acerag_megatron.models.megatron_config import transformer_config
-from acerag_megatron.weights.dist_ckpt import load_module, load_sharded, read_extra_info, save_sharded
+from acerag_megatron.weights.checkpoint_info import config_dtype, read_checkpoint_info
+from acerag_megatron.weights.dist_ckpt import load_sharded, save_sharded
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf
+from acerag_megatron.weights.hf_folder import HFCheckpoint, find_prefix
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 
 ROLES = ("lm", "encoder")
+DTYPES = ("bfloat16", "float16", "float32")
+EXPORT_MARKER = "acerag_export.json"
+"""Written beside a megatron_to_hf output: what it came from, and proof that the folder is one."""
 
 
 def build_for_role(arch: ModelArch, role: str, num_layers: int, *, tp: int, pp: int, device: DeviceInfo,
@@ -33,46 +41,82 @@ def build_for_role(arch: ModelArch, role: str, num_layers: int, *, tp: int, pp: 
     return CompressiveEncoder(transformer_config(arch, num_layers=num_layers, pp=1, **common), arch, device)
 
 
+def weights_dtype(hf_path: str, arch: ModelArch) -> str:
+    """The dtype an HF folder's weights come in: its config's, else that of its embedding table."""
+    recorded = config_dtype(arch.hf_config)
+    if recorded:
+        return recorded
+    checkpoint = HFCheckpoint(hf_path)
+    dtype = checkpoint.get(find_prefix(checkpoint) + "embed_tokens.weight", rows=slice(0, 1)).dtype
+    return str(dtype).removeprefix("torch.") if str(dtype).removeprefix("torch.") in DTYPES else "float32"
+
+
 def hf_to_megatron(hf_path: str, output: str, *, role: str, num_layers: int | None, tp: int, pp: int,
-                   device: DeviceInfo) -> None:
-    """Load an HF folder at the current TP/PP layout and save it as a torch_dist checkpoint."""
+                   device: DeviceInfo, dtype: str = "auto") -> None:
+    """Load an HF folder at the current TP/PP layout and save it as a torch_dist checkpoint.
+
+    Args:
+        dtype: storage dtype; "auto" keeps the source's, so a later export in it is bit-exact.
+    """
     arch = ModelArch.from_hf(hf_path)
     num_layers = num_layers or arch.num_layers
-    module = build_for_role(arch, role, num_layers, tp=tp, pp=pp, device=device)
+    source = weights_dtype(hf_path, arch)
+    stored = source if dtype == "auto" else dtype
+    module = build_for_role(arch, role, num_layers, tp=tp, pp=pp, device=device, params_dtype=getattr(torch, stored))
     if module is not None:
         (load_hf_into_lm if role == "lm" else load_hf_into_encoder)(module, hf_path)
     state = {"model": module.sharded_state_dict()} if module is not None else {}
-    save_sharded(state, output, extra_info={"role": role, "num_layers": num_layers, "hf_config": arch.hf_config})
+    save_sharded(state, output, extra_info={"role": role, "num_layers": num_layers, "hf_config": arch.hf_config,
+                                            "dtype": stored, "source_dtype": source})
 
 
 def load_converted(megatron_path: str, *, tp: int, pp: int, device: DeviceInfo,
                    params_dtype: torch.dtype = torch.float32):
-    """Rebuild the module a hf_to_megatron checkpoint holds (at any TP/PP) and load it.
+    """Rebuild the module a hf_to_megatron or trainer checkpoint holds (at any TP/PP) and load it.
+
+    Stored weights are cast to params_dtype on load; float32 holds every stored dtype exactly.
 
     Returns:
         (module or None, arch, role, num_layers)
     """
-    info = read_extra_info(megatron_path)
-    if not info:
-        raise FileNotFoundError(f"{megatron_path}: acerag_info.json missing (not written by hf_to_megatron)")
-    arch = ModelArch.from_config_dict(info["hf_config"], source=megatron_path)
-    module = build_for_role(arch, info["role"], info["num_layers"], tp=tp, pp=pp, device=device,
+    info = read_checkpoint_info(megatron_path)
+    module = build_for_role(info.arch, info.role, info.num_layers, tp=tp, pp=pp, device=device,
                             params_dtype=params_dtype)
     if module is not None:
-        load_module(module, megatron_path)
-    elif info["role"] == "encoder":
-        load_sharded({}, megatron_path)  # keep the collective load in step on later stages
-    return module, arch, info["role"], info["num_layers"]
+        loaded = load_sharded({"model": module.sharded_state_dict(prefix=info.key_prefix)}, info.path)["model"]
+        module.load_state_dict({k[len(info.key_prefix):]: v for k, v in loaded.items()}, strict=True)
+    elif info.role == "encoder":
+        load_sharded({}, info.path)  # keep the collective load in step on later stages
+    return module, info.arch, info.role, info.num_layers
+
+
+def export_dtype(megatron_path: str, hf_config_from: str, dtype: str = "auto") -> str:
+    """The dtype megatron_to_hf writes: "auto" = the checkpoint's source dtype (else --hf-config-from's)."""
+    if dtype != "auto":
+        return dtype
+    recorded = read_checkpoint_info(megatron_path).source_dtype
+    return recorded or config_dtype(ModelArch.from_hf(hf_config_from).hf_config) or "float32"
 
 
 def megatron_to_hf(megatron_path: str, output: str, *, hf_config_from: str, tp: int, pp: int, device: DeviceInfo,
-                   dtype: torch.dtype = torch.bfloat16) -> None:
+                   dtype: str = "auto") -> None:
     """Export a hf_to_megatron (or trainer) checkpoint as an HF folder."""
+    written = export_dtype(megatron_path, hf_config_from, dtype)
     module, _, role, _ = load_converted(megatron_path, tp=tp, pp=pp, device=device)
     if role == "lm":
-        export_lm_hf(module, output, hf_config_from=hf_config_from, dtype=dtype)
+        export_lm_hf(module, output, hf_config_from=hf_config_from, dtype=getattr(torch, written))
     else:
-        export_encoder_hf(module, output, hf_config_from=hf_config_from, dtype=dtype)
+        export_encoder_hf(module, output, hf_config_from=hf_config_from, dtype=getattr(torch, written))
+    dist.barrier()  # the encoder export synchronises only the first stage's TP group
+    if dist.get_rank() == 0:
+        marker = {"written_by": "megatron_to_hf", "megatron_path": str(megatron_path), "role": role,
+                  "dtype": written}
+        (Path(output) / EXPORT_MARKER).write_text(json.dumps(marker, indent=2))
+    dist.barrier()
+
+
+def is_megatron_to_hf_output(folder: Path) -> bool:
+    return (folder / EXPORT_MARKER).is_file() and (folder / "config.json").is_file()
 
 
 def pipeline_forward(lm: FrozenLM, input_ids, position_ids, attention_mask=None):
