@@ -93,14 +93,18 @@ class CompressiveModel(MegatronModule):
         return parallel_state.get_tensor_model_parallel_rank() * words_SBH.shape[0]
 
     def _keep_graph(self, words_SBH: torch.Tensor) -> torch.Tensor:
-        """With no placeholders the loss would not depend on any trainable parameter and the
-        schedule's backward would fail; a zero-valued term keeps the graph connected."""
+        """With no placeholders the loss depends on no trainable parameter: the schedule's
+        backward would fail, and with data parallelism Megatron's DDP reduces a gradient bucket
+        only once every parameter in it has a gradient (with overlap a bucket whose parameters
+        got none is never reduced). A zero-valued term that touches every trainable encoder
+        parameter gives each an exact zero gradient at the cost of one element read per tensor."""
         if not torch.is_grad_enabled() or self.encoder is None:
             return words_SBH
-        anchor = self.encoder.embedding.word_embeddings.weight
-        if not anchor.requires_grad:
+        touched = [p.reshape(-1)[:1] for p in self.encoder.parameters() if p.requires_grad]
+        if not touched:
             return words_SBH
-        return words_SBH + 0.0 * anchor[:1, :1].to(words_SBH.dtype)
+        zero = torch.cat([t.to(words_SBH.dtype) for t in touched]).sum() * 0.0
+        return words_SBH + zero
 
 
 def splice_rows(words_SBH: torch.Tensor, rows_PH: torch.Tensor, splice_P: torch.Tensor, *,
