@@ -4,6 +4,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# AceRAG's inference code pins transformers 4.57.x; tests/test_export_transformers_compat.py loads
+# our exports with it. Only the packages 4.57 pins differently live here (--no-deps): torch, numpy,
+# safetensors and the rest come from $(VENV), with this folder first on PYTHONPATH.
+TF457 := $(VENV)/tf457
+TF457_STAMP := $(TF457)/.installed
+TF457_PACKAGES := transformers==4.57.6 huggingface_hub==0.36.2 tokenizers==0.22.2 \
+	requests==2.34.2 urllib3==2.8.0 idna==3.20 charset_normalizer==3.5.3 certifi==2026.10.19.post1
 
 .PHONY: test demo install clean
 
@@ -14,9 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(TF457_STAMP): $(STAMP)
+	rm -rf $(TF457)
+	$(PY) -m pip install -q --no-deps --target $(TF457) $(TF457_PACKAGES)
+	@touch $(TF457_STAMP)
 
-test: $(STAMP)
+install: $(STAMP) $(TF457_STAMP)
+
+test: $(STAMP) $(TF457_STAMP)
 	$(PY) -m pytest tests
 
 demo: $(STAMP)

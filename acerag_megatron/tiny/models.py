@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from acerag_megatron.weights.hf_config import write_hf_config
+
 
 def make_tiny_hf_model(family: str, out_dir, vocab_size: int, *, hidden_size: int = 64, num_layers: int = 4,
                        heads: int = 4, kv_heads: int = 2, head_dim: int | None = None, seed: int = 0,
@@ -42,4 +44,6 @@ def make_tiny_hf_model(family: str, out_dir, vocab_size: int, *, hidden_size: in
                 param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
     out = Path(out_dir)
     model.to(dtype).save_pretrained(out, safe_serialization=True)
+    # save_pretrained writes transformers 5's keys only; AceRAG's 4.57 would read Qwen3 with RoPE base 1e4.
+    write_hf_config(model.config.to_dict(), out)
     return out

@@ -14,8 +14,10 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from acerag_megatron.data.tokenizer_files import tokenizer_files
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.weights.atomic import replace_dir
+from acerag_megatron.weights.hf_config import read_hf_config, write_hf_config
 from acerag_megatron.weights.load import megatron_tensors
 from acerag_megatron.weights.mapping import REPLICATED, hf_names, match, megatron_shards_to_hf
 
@@ -78,7 +80,7 @@ def _write_stage_files(tensors: dict[str, torch.Tensor], folder: Path, stage: in
 
 
 def _hf_config(source: str, architecture: str, num_layers: int | None, dtype: torch.dtype) -> dict:
-    config = json.loads((Path(source) / "config.json").read_text()) if Path(source).is_dir() else _hub_config(source)
+    config = read_hf_config(source)
     config["architectures"] = [architecture]
     if num_layers is not None:
         config["num_hidden_layers"] = num_layers
@@ -87,12 +89,6 @@ def _hf_config(source: str, architecture: str, num_layers: int | None, dtype: to
     config.pop("torch_dtype", None)
     config["dtype"] = _DTYPE_NAMES[dtype]
     return config
-
-
-def _hub_config(source: str) -> dict:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(source).to_dict()
 
 
 def _export_stages(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype) -> Path:
@@ -124,11 +120,25 @@ def _write_index_and_config(folder: Path, weight_map: dict[str, str], config: di
         total = sum((folder / f).stat().st_size for f in files)
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    write_hf_config(config, folder)
 
 
-def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the encoder as a bare LlamaModel / Qwen3Model folder loadable by AutoModel.
+def _copy_tokenizer(source: str, folder: Path, *, required: bool) -> None:
+    # Byte copies, not a re-save: transformers 5 saves tokenizer classes (TokenizersBackend)
+    # that 4.57 does not know, while the source's own files are what both versions read.
+    try:
+        files = tokenizer_files(source)
+    except ValueError:
+        if required:
+            raise
+        return
+    for name, path in files.items():
+        shutil.copyfile(path, folder / name)
+
+
+def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, tokenizer_from: str | None = None,
+                      dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write the encoder as a bare LlamaModel / Qwen3Model folder loadable by AutoModel, with a tokenizer.
 
     Collective over the encoder's TP group only: call it on every rank of the first pipeline
     stage (calling it with encoder=None elsewhere is a no-op). Data-parallel replicas other than
@@ -137,8 +147,14 @@ def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, dtype: torch.dty
     Args:
         encoder: CompressiveEncoder (unwrapped), or None on later pipeline stages.
         out_dir: destination folder (replaced atomically).
-        hf_config_from: folder or hub id whose config.json is copied, with num_hidden_layers=N.
+        hf_config_from: folder or hub id whose config is written, with num_hidden_layers=N.
+        tokenizer_from: folder or hub id whose tokenizer files are copied in (the LM's: encoder
+            inputs are LM token ids); it must hold a tokenizer. None: those of hf_config_from, if any
+            (a config-only source, such as an encoder exported without one, gives none).
         dtype: dtype of the written weights.
+
+    Raises:
+        ValueError: tokenizer_from holds no tokenizer files.
     """
     out_dir = Path(out_dir)
     if encoder is None or parallel_state.get_data_parallel_rank() != 0:
@@ -152,6 +168,7 @@ def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, dtype: torch.dty
         tmp.mkdir(parents=True)
         weight_map = _write_stage_files(tensors, tmp, stage=0, num_stages=1)
         _write_index_and_config(tmp, weight_map, config)
+        _copy_tokenizer(tokenizer_from or hf_config_from, tmp, required=tokenizer_from is not None)
         replace_dir(tmp, out_dir)
     dist.barrier(group=parallel_state.get_tensor_model_parallel_group())
     return out_dir
