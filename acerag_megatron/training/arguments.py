@@ -102,7 +102,9 @@ class TrainArguments:
     max_nonfinite_steps: int = _help("Stop after this many consecutive non-finite losses.", default=5)
     peak_tflops: float = _help("Peak bf16 dense TFLOP/s per GPU for MFU (H100/H200: 989).", default=989.0)
     preprocess_cache_dir: Optional[str] = _help("Cache for raw JSON given to --data_files "
-                                                "(default <output_dir>/../.preprocess_cache).", default=None)
+                                                "(default <output_dir>/preprocess_cache).", default=None)
+    allow_empty_data: bool = _help("Accept a --data_files entry with no usable record (otherwise a one-line "
+                                   "error).", default=False)
     max_tokens_per_micro_batch: int = _help(
         "Pack this rank's samples of a step into micro-batches of at most this many LM tokens, one row per "
         "micro-batch: finetune samples behind a document mask, window-mode documents each behind its own "
