@@ -144,10 +144,11 @@ def test_inspect_tool_marks_roles(seed_data, capsys):
     assert tool.main([seed_data["nq"], "--index", "999"]) == 2
 
 
-def setup_args(tmp_path, data_files, *, window_mode=False, **kw):
+def setup_args(tmp_path, data_files, *, window_mode=False, allow_empty_data=False):
     from types import SimpleNamespace
     return SimpleNamespace(window_mode=window_mode, data_files=[str(f) for f in data_files],
-                           output_dir=str(tmp_path / "run"), preprocess_cache_dir=None, **kw)
+                           output_dir=str(tmp_path / "run"), preprocess_cache_dir=None,
+                           allow_empty_data=allow_empty_data)
 
 
 def test_data_setup_refuses_another_tokenizer(seed_data, tmp_path):
@@ -195,3 +196,17 @@ def test_data_setup_cache_inside_the_run_folder(seed_data, tmp_path):
     prefix, = resolve_prefixes(setup_args(tmp_path, [raw / "redpajama.jsonl"], window_mode=True), tok)
     assert Path(prefix).is_relative_to(tmp_path / "run" / "preprocess_cache")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "run"], "nothing next to the run folder"
+
+
+def test_trainer_ranks_stop_together_on_a_data_error(assets, tmp_path):
+    from tests.launch import run_torchrun
+    preprocess_file(assets["files"]["redpajama"], assets["qwen3"], tmp_path / "redpajama", "pretrain", progress=False)
+    with pytest.raises(AssertionError) as failed:  # run_torchrun raises with the output on a non-zero exit
+        run_torchrun("acerag_megatron.train_compressive_encoder", 2, "--language_model_name_or_path", assets["llama"],
+                     "--window_mode", "True", "--encoder_num_hidden_layers", "2", "--window", "128",
+                     "--encoder_max_length", "512", "--data_files", str(tmp_path / "redpajama"),
+                     "--output_dir", str(tmp_path / "run"), "--max_steps", "1", timeout=240)
+    assert "timed out" not in str(failed.value)
+    errors = [line for line in str(failed.value).splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"error: --data_files {tmp_path / 'redpajama'}: preprocessed "
+                                                     f"with tokenizer {Path(assets['qwen3']).resolve()}"), errors

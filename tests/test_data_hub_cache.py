@@ -108,7 +108,7 @@ def test_hub_id_preprocessing_offline(tiny_lm, tmp_path):
         "from acerag_megatron.training.data_setup import resolve_prefixes\n"
         "r = 'meta-llama/Llama-2-7b-chat-hf'\n"
         f"args = SimpleNamespace(window_mode=True, data_files=[{str(raw)!r}], output_dir={str(tmp_path / 'run')!r},\n"
-        "                       preprocess_cache_dir=None)\n"
+        "                       preprocess_cache_dir=None, allow_empty_data=False)\n"
         "prefix, = resolve_prefixes(args, r)\n"
         "try:\n"
         "    tokenizer_hash('org/not-cached')\n"

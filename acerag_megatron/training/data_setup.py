@@ -48,7 +48,7 @@ def _prepare(args, tokenizer: str) -> list[str]:
         lm_hash = tokenizer_hash(tokenizer)
     except DataError as e:
         raise SystemExit(f"error: {LM_FLAG} {e}") from None
-    allow_empty = getattr(args, "allow_empty_data", False)
+    allow_empty = args.allow_empty_data
     prefixes = []
     for f in args.data_files:
         try:
