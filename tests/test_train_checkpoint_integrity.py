@@ -4,7 +4,6 @@ metrics without repeated steps, a changed global batch refused, a crafted RNG pi
 unpickled, and the converters refusing a torch_dist folder whose .metadata was altered."""
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -41,16 +40,17 @@ def _fails_with_one_line(module, *args, **kw) -> str:
 
 def _flip(path, offset, n=64):
     data = bytearray(path.read_bytes())
+    assert offset + n <= len(data), (path, len(data))
     data[offset:offset + n] = bytes(b ^ 0xFF for b in data[offset:offset + n])
     path.write_bytes(bytes(data))
 
 
 @pytest.fixture(scope="module")
 def base(assets, tmp_path_factory):
-    """Three steps saved at every step with --save_total_limit 2."""
+    """Three steps at DP=2 saved at every step with --save_total_limit 2."""
     root = tmp_path_factory.mktemp("integrity")
     out = root / "base"
-    run_torchrun(TRAINER, 1, *_args(assets, out, root / "cache", "--max_steps", "3", "--save_total_limit", "2"))
+    run_torchrun(TRAINER, 2, *_args(assets, out, root / "cache", "--max_steps", "3", "--save_total_limit", "2"))
     return root, out
 
 
@@ -61,7 +61,8 @@ def test_saves_carry_checksums_and_the_limit_keeps_the_newest(base):
     assert _checkpoint_names(out) == ["checkpoint-2", "checkpoint-3"]
     ck = out / "checkpoint-3"
     listed = json.loads((ck / "checksums.json").read_text())["files"]
-    assert {"megatron/.metadata", "megatron/__0_0.distcp", "rng/rank_0.safetensors", "train_state.json",
+    assert {"megatron/.metadata", "megatron/__0_0.distcp", "rng/rank_0.safetensors",
+            "rng/rank_1.safetensors", "train_state.json",
             "compressive_encoder/model.safetensors", "compressive_encoder/config.json"} <= set(listed)
     assert not list(ck.glob("rng/*.pt"))
     assert verify_checkpoint_dir(ck) is True
@@ -74,6 +75,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_steps_are_not_logged_twice(ass
     out = tmp_path / "run"
     shutil.copytree(src, out)
     _flip(out / "checkpoint-3" / "megatron" / "__0_0.distcp", offset=4096)
+    _flip(out / "checkpoint-3" / "rng" / "rank_1.safetensors", offset=1024)  # rank 1 hashes this one
     (out / "checkpoint-7.tmp" / "megatron").mkdir(parents=True)  # a save killed half-way
     (out / ".checkpoint-1.old").mkdir()  # a replacement killed half-way
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -84,8 +86,9 @@ def test_corrupt_latest_checkpoint_is_skipped_and_steps_are_not_logged_twice(ass
     an_hour_ago = time.time() - 3600
     os.utime(stale, (an_hour_ago, an_hour_ago))
 
-    log = run_torchrun(TRAINER, 1, *_args(assets, out, root / "cache", "--max_steps", "4", "--save_total_limit", "2"))
-    assert "warning: skipped checkpoint-3: megatron/__0_0.distcp: sha256 mismatch" in log, log[-4000:]
+    log = run_torchrun(TRAINER, 2, *_args(assets, out, root / "cache", "--max_steps", "4", "--save_total_limit", "2"))
+    assert log.count("warning: skipped checkpoint-3: megatron/__0_0.distcp: sha256 mismatch (corrupted since it "
+                     "was saved); rng/rank_1.safetensors: sha256 mismatch") == 1, log[-4000:]
     assert "warning: falling back to checkpoint-2, the newest checkpoint that verifies" in log
     assert f"resumed from {out / 'checkpoint-2'} at step 2" in log
     assert not (out / "checkpoint-7.tmp").exists() and not (out / ".checkpoint-1.old").exists()
@@ -126,7 +129,9 @@ def test_crafted_rng_pickle_is_never_unpickled(assets, base, tmp_path):
     (legacy / "checksums.json").unlink()
     (legacy / "rng" / "rank_0.safetensors").unlink()
     sentinel = tmp_path / "code-ran"
-    (legacy / "rng" / "rank_0.pt").write_bytes(pickle.dumps({"cpu": _Payload(sentinel), "cuda": None}))
+    import torch
+
+    torch.save({"cpu": _Payload(sentinel), "cuda": None}, legacy / "rng" / "rank_0.pt")  # what torch.load reads
     line = _fails_with_one_line(TRAINER, *_args(assets, tmp_path / "run", root / "cache", "--max_steps", "3",
                                                 "--resume_from_checkpoint", str(legacy)))
     assert line.startswith(f"error: {legacy / 'rng' / 'rank_0.pt'}: refused (not plain tensors")

@@ -2,7 +2,6 @@
 process group): what resume and the converters rely on before they unpickle anything."""
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -131,7 +130,9 @@ def test_crafted_rng_pickle_is_not_executed(tmp_path):
 
     rng = tmp_path / "rng"
     rng.mkdir()
-    (rng / "rank_0.pt").write_bytes(pickle.dumps({"cpu": Payload()}))
+    import torch
+
+    torch.save({"cpu": Payload()}, rng / "rank_0.pt")  # in the format torch.load(weights_only=False) would run
     with pytest.raises(SystemExit, match=r"^error: .*rank_0.pt: refused \(not plain tensors"):
         load_rng(rng, 0)
     assert not sentinel.exists()
@@ -146,6 +147,12 @@ def test_rng_state_round_trips_through_safetensors(tmp_path):
     load_rng(tmp_path, 3)
     assert torch.equal(torch.rand(4), expected)
     assert [p.name for p in tmp_path.iterdir()] == ["rank_3.safetensors"]
+    legacy = tmp_path / "legacy"  # rng/rank_<k>.pt as saved before safetensors: still read, as plain tensors
+    legacy.mkdir()
+    torch.save({"cpu": torch.get_rng_state(), "cuda": None}, legacy / "rank_0.pt")
+    expected = torch.rand(4)
+    load_rng(legacy, 0)
+    assert torch.equal(torch.rand(4), expected)
 
 
 def test_atomic_writes_leave_no_temporaries(tmp_path):

@@ -106,19 +106,38 @@ def save_rng(folder: Path, rank: int) -> None:
     write_file(folder / f"rank_{rank}.safetensors", save_safetensors(states))
 
 
-def load_rng(folder: Path, rank: int) -> None:
-    """Restore this rank's RNG state; files are read without unpickling anything."""
-    path = folder / f"rank_{rank}.safetensors"
-    legacy = folder / f"rank_{rank}.pt"
+def read_rng(folder: Path, rank: int) -> dict | None:
+    """This rank's saved RNG states (None when the checkpoint has none for it), read without
+    unpickling anything.
+
+    Raises:
+        CheckpointError: a legacy `.pt` that holds more than plain tensors.
+    """
+    path, legacy = folder / f"rank_{rank}.safetensors", folder / f"rank_{rank}.pt"
     if path.is_file():
-        states = load_safetensors(path.read_bytes())
-    elif legacy.is_file():  # saved before RNG states were safetensors: plain tensors only
-        try:
-            states = torch.load(legacy, weights_only=True, map_location="cpu")
-        except Exception as e:  # noqa: BLE001 (any refusal of the unpickler is the answer)
-            fail(f"error: {legacy}: refused (not plain tensors: {str(e).strip().splitlines()[0][:200]})")
-    else:
-        return  # a resume at a larger world size: the new ranks keep their seeded state
+        return load_safetensors(path.read_bytes())
+    if not legacy.is_file():
+        return None  # a resume at a larger world size: the new ranks keep their seeded state
+    try:  # saved before RNG states were safetensors: plain tensors only
+        return torch.load(legacy, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 (any refusal of the unpickler is the answer)
+        raise CheckpointError(f"{legacy}: refused (not plain tensors: {str(e).strip().splitlines()[0][:200]})")
+
+
+def load_rng(folder: Path, rank: int) -> None:
+    """Restore this rank's RNG state (collective: a bad file on any rank stops every rank)."""
+    try:
+        states, problem = read_rng(folder, rank), None
+    except CheckpointError as e:
+        states, problem = None, str(e)
+    problems = [problem]
+    if dist.is_initialized():
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, problem)
+    if any(problems):
+        fail(f"error: {next(p for p in problems if p)}")
+    if states is None:
+        return
     torch.set_rng_state(states["cpu"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
