@@ -111,6 +111,20 @@ def test_array_recovery_across_read_boundaries(tmp_path, monkeypatch):
     assert [line for line, _, _ in expected["truncated_element"]] == list(range(2, 12))
 
 
+def test_jsonl_across_read_boundaries(tmp_path, monkeypatch):
+    values = [{"text": "naïve café ✓ " * (i % 4), "i": i} for i in range(30)]
+    data = jsonl(values).encode()
+    data = data.replace(b'"i": 7}', b'"i": 7, "x": "\xff"}')  # one undecodable line among multi-byte ones
+    src = tmp_path / "a.jsonl"
+    src.write_bytes(data)
+    expected = [(i + 1, None if i == 7 else v) for i, v in enumerate(values)]
+    for size in (1, 2, 5, 1 << 20):  # multi-byte characters and lines cut anywhere
+        monkeypatch.setattr(records, "_READ_SIZE", size)
+        got = list(records.iter_raw_records(src))
+        assert [(r.line, r.value) for r in got] == expected, size
+        assert got[7].reason == "not_utf8"
+
+
 def test_bad_bytes_and_damaged_archives_keep_the_rest(tok, tmp_path, capfd):
     raw = tmp_path / "raw"
     raw.mkdir()

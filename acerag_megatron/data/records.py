@@ -111,16 +111,21 @@ def _line_record(number: int, text: str) -> RawRecord | None:
 
 
 def _iter_jsonl(src: _TextSource) -> Iterator[RawRecord]:
-    pending, number = "", 0
+    pending: list[str] = []  # pieces of a line that spans reads (joined once it ends)
+    number = 0
     try:
         while chunk := src.read():
-            lines = (pending + chunk).split("\n")
-            pending = lines.pop()
+            if "\n" not in chunk:
+                pending.append(chunk)
+                continue
+            lines = chunk.split("\n")
+            lines[0] = "".join(pending) + lines[0]
+            pending = [lines.pop()]
             for text in lines:
                 number += 1
                 if (record := _line_record(number, text)) is not None:
                     yield record
-        if (record := _line_record(number + 1, pending)) is not None:
+        if (record := _line_record(number + 1, "".join(pending))) is not None:
             yield record
     except _InputEnded as e:
         yield RawRecord(number + 1, error=f"{e} (input ends in line {number + 1})", reason=e.reason)
