@@ -23,10 +23,11 @@ class Conversation:
 
 
 def load_tokenizer(tokenizer_dir: str, *, add_context_tag: bool = True):
-    """Load an HF tokenizer offline; with `add_context_tag`, CONTEXT_TAG becomes one special token.
+    """Load an HF tokenizer from a folder or hub id (the local HF cache only under HF_HUB_OFFLINE=1);
+    with `add_context_tag`, CONTEXT_TAG becomes one special token.
 
     Raises:
-        ValueError: the folder cannot be read as a tokenizer.
+        ValueError: the folder or hub id cannot be read as a tokenizer.
     """
     from transformers import AutoTokenizer
 
