@@ -214,3 +214,11 @@ def test_empty_context_kept_with_warning(tok, tmp_path, capfd):
     from acerag_megatron.data.dataset import CompressiveDataset, SampleConfig
     ds = CompressiveDataset([str(tmp_path / "mixed")], SampleConfig(window_mode=False), seed=0)
     assert "mixed: records 5 (with warning: empty_context 2)," in ds.describe()
+
+
+def test_unwritable_output_is_one_line(tok, tmp_path, capfd):
+    src = tmp_path / "rp.jsonl"
+    src.write_text(jsonl(texts(2)))
+    (tmp_path / "file").write_text("in the way")
+    rc, err = run(tok, [src], tmp_path / "file" / "rp", capfd=capfd)
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'file'}"), err

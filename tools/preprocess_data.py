@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. an output folder that cannot be created or written
+        print(f"error: {e.filename or args.output_prefix}: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -57,6 +57,8 @@ def _prepare(args, tokenizer: str) -> list[str]:
             manifest = read_manifest(prefix)
         except DataError as e:
             raise SystemExit(f"error: --data_files {e}") from None
+        except OSError as e:  # e.g. a cache folder that cannot be written
+            raise SystemExit(f"error: --data_files {f}: {e.filename or cache}: {e.strerror or e}") from None
         if manifest["mode"] != mode:
             raise SystemExit(f"error: --data_files {f}: {manifest['mode']} data, but --window_mode "
                              f"{args.window_mode} trains on {mode} data")
