@@ -101,3 +101,24 @@ def test_config_carries_both_rope_spellings():
     assert (out["rope_theta"], out["dtype"]) == (5e5, "float16")
     with pytest.raises(ValueError, match="nested per layer type"):
         both_versions({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}})
+
+
+def test_trainer_export_carries_the_lm_tokenizer(assets, tmp_path):
+    """An encoder source without a tokenizer (config + weights only, as AceRAG saves encoders)
+    still gives a checkpoint encoder folder with the LM's tokenizer files."""
+    import shutil
+
+    lm, source = Path(assets["qwen3"]), tmp_path / "encoder_source"
+    source.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(lm / name, source / name)
+    out = tmp_path / "run"
+    run_torchrun("acerag_megatron.train_compressive_encoder", 1,
+                 "--language_model_name_or_path", str(lm), "--encoder_name_or_path", str(source),
+                 "--window_mode", "True", "--min_length", "256", "--max_length", "4000",
+                 "--encoder_num_hidden_layers", "1", "--window", "128", "--encoder_max_length", "512",
+                 "--comp_candidates", "2", "--data_files", assets["files"]["redpajama"], "--output_dir", str(out),
+                 "--max_steps", "1", "--global_batch_size", "1", env={"HF_HUB_OFFLINE": "1"}, timeout=300)
+    exported = out / "checkpoint-1" / "compressive_encoder"
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (exported / name).read_bytes() == (lm / name).read_bytes(), name
