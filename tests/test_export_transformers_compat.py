@@ -3,13 +3,15 @@
 The encoder and LM folders the trainer / converter write, and the tiny model folders themselves,
 are loaded with each version's Auto class in float32: the same hidden states / logits (<= 1e-5),
 the RoPE base the rotary embedding actually computes with equal to the source model's (1e6 for
-Qwen3, 1e4 for Llama-2), and the tokenizer next to the encoder giving the LM tokenizer's ids.
+Qwen3, 1e4 for Llama-2), and the tokenizer next to the encoder giving the LM tokenizer's ids
+(the trainer copies the LM's, whatever the encoder's source holds).
 
 4.57 lives in a second environment (`make install` puts it in .venv/tf457, which `make test`
 depends on; ACERAG_TF457 overrides the folder); these tests carry the `transformers457` marker.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,8 +108,6 @@ def test_config_carries_both_rope_spellings():
 def test_trainer_export_carries_the_lm_tokenizer(assets, tmp_path):
     """An encoder source without a tokenizer (config + weights only, as AceRAG saves encoders)
     still gives a checkpoint encoder folder with the LM's tokenizer files."""
-    import shutil
-
     lm, source = Path(assets["qwen3"]), tmp_path / "encoder_source"
     source.mkdir()
     for name in ("config.json", "model.safetensors"):
