@@ -344,7 +344,8 @@ class Trainer:
     # ------------------------------------------------------------------ saving
     def _export_encoder(self, out_dir: Path):
         if self.model.encoder is not None:
-            export_encoder_hf(self.model.encoder, out_dir, hf_config_from=self.args.encoder_name_or_path)
+            export_encoder_hf(self.model.encoder, out_dir, hf_config_from=self.args.encoder_name_or_path,
+                              tokenizer_from=self.args.language_model_name_or_path)
 
     def save(self):
         state = {"step": self.step, "consumed_samples": self.consumed, "scheduler": self.scheduler.state_dict(),
