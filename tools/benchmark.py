@@ -31,8 +31,9 @@ def main(argv=None):
     p.add_argument("--model", choices=["llama2-7b", "qwen3-8b", "tiny"], default="tiny")
     p.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain")
     p.add_argument("--seq-len", type=int, default=None, help="pretrain document length (default 8192 / 7000)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (workload: per length)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed warm-up steps (workload: before the first length; each length adds one)")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after the timed steps, profile this many more and add where the time goes to the JSON")
     p.add_argument("--output", default=None, help="also write the JSON here")
@@ -57,7 +58,7 @@ def main(argv=None):
         if "--group_by_length" in extra:
             raise SystemExit("error: --group_by_length: the workload benchmark projects both orders itself; "
                              "leave it out of the trainer flags")
-        lengths, source, stage_extra = _workload_lengths(a)
+        lengths, source, stage_extra = _workload_lengths(a, extra)
     if "RANK" not in os.environ:  # single process without torchrun
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29561")
@@ -83,7 +84,9 @@ def main(argv=None):
             for name, row in prof["by_category"].items():
                 print(f"  {name:18s} {row['share']:6.1%}  {row['ms_per_step']:9.2f} ms", file=sys.stderr)
         if "projection" in result:
-            print(workload_table(result), file=sys.stderr)
+            from acerag_megatron.training.workload import table
+
+            print(table(result), file=sys.stderr)
         elif "warning" in result:
             print(f"warning: {result['warning']}", file=sys.stderr)
         if a.output:
@@ -92,7 +95,7 @@ def main(argv=None):
             tmp.replace(a.output)
 
 
-def _workload_lengths(a):
+def _workload_lengths(a, extra):
     """(lengths, source, extra stages) of --lengths-from / --length-dist; user mistakes end in one line."""
     from acerag_megatron.training import workload
 
@@ -110,7 +113,9 @@ def _workload_lengths(a):
     if a.lengths_from is not None:
         from acerag_megatron.data.preprocess import DataError
 
-        window = 256 if a.model == "tiny" else 1024
+        # The trainer flag wins, as it does in the run (the single-segment filter depends on it).
+        window = int(extra[extra.index("--window") + 1]) if "--window" in extra[:-1] else \
+            256 if a.model == "tiny" else 1024
         try:
             lengths = workload.lengths_from_prefix(a.lengths_from, a.mode == "pretrain", a.min_length, a.max_length,
                                                    window)
@@ -125,21 +130,6 @@ def _workload_lengths(a):
     except ValueError as e:
         raise SystemExit(f"error: --length-dist: {e}")
     return lengths, a.length_dist, []
-
-
-def workload_table(result: dict) -> str:
-    """The projection, readable: one line per DP size and order."""
-    lines = [f"{result['model']} {result['mode']} on {result['lengths']['source']} "
-             f"(mean {result['lengths']['mean']:.0f} tokens); recompute encoder {result['recompute_encoder']}, "
-             f"LM {result['recompute_lm']}",
-             f"  DP=1 measured: {result['dp1_measured']['tokens_per_s_per_gpu']:,.0f} tokens/s, "
-             f"{result['dp1_measured']['samples_per_s']:.3g} samples/s, MFU {result['dp1_measured']['mfu']:.1%}"]
-    for p in result["projection"]:
-        order = "grouped" if p["grouped"] else "random "
-        stages = ", ".join(f"{s['stage']} {s['wall_time_h']:.3g} h" for s in p["stages"])
-        lines.append(f"  DP={p['dp']:<3d} {order} {p['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, "
-                     f"{p['samples_per_s']:.3g} samples/s, DP efficiency {p['dp_efficiency']:.3f}; {stages}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -252,7 +252,8 @@ def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_le
         estimates = {n: max(trainer.memory_estimate(*_microbatch_counts(smp, args)).total for smp in samples[n])
                      for n in points}
         fits = {n: capacity is None or estimates[n] <= HEADROOM * capacity for n in points}
-        timed = [n for n in points if fits[n]]
+        # A length that cannot run makes the distribution's figures meaningless: time nothing.
+        timed = points if all(fits.values()) else []
         per_point = steps if pretrain else len(ratios) * math.ceil(steps / len(ratios))
         # The first length warms up (compilation, allocator); every length then gets one untimed
         # step, since a new shape may build new kernels or masks.
@@ -264,8 +265,8 @@ def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_le
         for n, _ in plan:
             dataset.schedule += [samples[n][cycle[n] % len(samples[n])]] * share
             cycle[n] += 1
-        # The plan is known only now (which lengths fit needs the resolved recompute choice);
-        # the trainer reads ahead one step while another is due.
+        # The step count is known only now (the fit check needs the resolved recompute choice);
+        # the trainer collates a step ahead only while another one is due.
         trainer.total_steps = len(plan)
         measured, peaks = {n: [] for n in timed}, {}
         for n, keep in plan:
@@ -309,7 +310,7 @@ def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_le
     unfit = [n for n in points if not fits[n]]
     if unfit:
         result["warning"] = (f"lengths {unfit} exceed this GPU's memory by the estimate with this recompute choice "
-                             "(pass --gradient_checkpointing after --): no figures for this configuration")
+                             "(pass --gradient_checkpointing after --); nothing timed")
         return result
     # DP=1 measured: each stratified length stands for the same share of the samples.
     by_length = {r["length"]: r for r in rows}
@@ -324,11 +325,15 @@ def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_le
     projection = []
     for dp in (1, *dp_sizes):
         for grouped in ((False,) if dp == 1 else (False, True)):
-            p = workload.simulate(costs, lengths, step_time, dp=dp, share=share, seed=seed, grouped=grouped,
-                                  megabatch=args.group_by_length_megabatch, peak_tflops=args.peak_tflops)
+            try:
+                p = workload.simulate(costs, lengths, step_time, dp=dp, share=share, seed=seed, grouped=grouped,
+                                      megabatch=args.group_by_length_megabatch, peak_tflops=args.peak_tflops)
+            except ValueError as e:  # fewer samples than one global batch at this DP size
+                raise SystemExit(f"error: --dp {dp}: {e}") from None
             p["stages"] = workload.stage_wall_times(mode, p["step_time_s"], dp * share, stage_extra)
             projection.append(p)
     result["projection"] = projection
     result["time_model"] = ("step seconds piecewise linear in the step's model FLOPs between the measured lengths; "
                             "gradient all-reduce and optimizer sharding not modelled")
     return result
+

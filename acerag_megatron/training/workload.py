@@ -143,3 +143,18 @@ def stage_wall_times(mode: str, step_time_s: float, global_batch: int, extra: li
 def describe_lengths(lengths: np.ndarray) -> dict:
     return {"samples": int(len(lengths)), "mean": float(lengths.mean()), "median": float(np.median(lengths)),
             "p90": float(np.quantile(lengths, 0.9)), "min": int(lengths.min()), "max": int(lengths.max())}
+
+
+def table(result: dict) -> str:
+    """A run_workload result, readable: DP=1 measured, then one line per DP size and order."""
+    lines = [f"{result['model']} {result['mode']} on {result['lengths']['source']} "
+             f"(mean {result['lengths']['mean']:.0f} tokens); recompute encoder {result['recompute_encoder']}, "
+             f"LM {result['recompute_lm']}",
+             f"  DP=1 measured: {result['dp1_measured']['tokens_per_s_per_gpu']:,.0f} tokens/s, "
+             f"{result['dp1_measured']['samples_per_s']:.3g} samples/s, MFU {result['dp1_measured']['mfu']:.1%}"]
+    for p in result["projection"]:
+        order = "grouped" if p["grouped"] else "random " if p["dp"] > 1 else "modeled"
+        stages = ", ".join(f"{s['stage']} {s['wall_time_h']:.3g} h" for s in p["stages"])
+        lines.append(f"  DP={p['dp']:<3d} {order} {p['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU, "
+                     f"{p['samples_per_s']:.3g} samples/s, DP efficiency {p['dp_efficiency']:.3f}; {stages}")
+    return "\n".join(lines)
