@@ -138,15 +138,19 @@ def test_sigterm_saves_then_exits(assets, tmp_path):
 
 def test_nonfinite_losses_skip_updates_then_stop(assets, tmp_path):
     """A learning rate of 1e30 blows the encoder up after step 1: later losses are NaN, their
-    updates are skipped, and two in a row stop the run with a clear message."""
+    updates are skipped, and three in a row stop the run with a clear message. Skipped steps
+    still advance the learning-rate schedule, which stays a function of the step number."""
     out = tmp_path / "nan"
     with pytest.raises(AssertionError) as failed:
         run_torchrun(TRAINER, 1, *_finetune_args(assets, out, "--max_steps", "8", "--learning_rate", "1e30",
-                                                 "--warmup_ratio", "0", "--max_nonfinite_steps", "2"))
+                                                 "--warmup_ratio", "0", "--max_nonfinite_steps", "3"))
     text = str(failed.value)
     assert "non-finite loss nan; update skipped (1 in a row)" in text
-    assert "error: 2 consecutive non-finite losses" in text
-    assert max(_metrics(out)) == 2  # step 1 trained, step 2 logged as skipped, step 3 stopped the run
+    assert "error: 3 consecutive non-finite steps" in text
+    got = _metrics(out)
+    assert sorted(got) == [1, 2, 3]  # step 1 trained, 2 and 3 logged as skipped, step 4 stopped the run
+    # Linear decay to 0 over 8 steps: step k runs at 1e30 * (1 - (k - 1) / 8), skipped or not.
+    assert [got[k]["lr"] for k in (1, 2, 3)] == pytest.approx([1e30, 1e30 * 7 / 8, 1e30 * 6 / 8])
 
 
 def test_loss_goes_down_and_fractional_save_cadence(assets, tmp_path):

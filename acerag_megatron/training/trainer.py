@@ -32,6 +32,7 @@ from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
 from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice, size
+from acerag_megatron.training.optimizer_step import step_if_finite
 from acerag_megatron.training.recompute_choice import choose_recompute, fit_ladder, longest_micro_batch
 from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
 from acerag_megatron.training.reporting import Reporter
@@ -284,20 +285,22 @@ class Trainer:
             num_microbatches=len(mbs), seq_length=max(mb["lm_input_ids"].shape[1] for mb in mbs),
             micro_batch_size=mbs[0]["lm_input_ids"].shape[0], forward_only=False)
         stats = self._reduce_stats(reduced)
-        finite = math.isfinite(stats["loss"])
         grad_norm, lr = float("nan"), self.optimizer.param_groups[0]["lr"]
-        if finite:
-            ok, grad_norm, _ = self.optimizer.step()
-            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            if ok:
-                self.scheduler.step(increment=1)
+        # Every rank holds the same reduced loss and gradient norm, so all skip together.
+        updated, skip_reason = False, f"non-finite loss {stats['loss']}"
+        if math.isfinite(stats["loss"]):
+            updated, grad_norm = step_if_finite(self.optimizer)
+            skip_reason = None if updated else f"non-finite gradient norm {grad_norm} (loss {stats['loss']:.4g})"
+        # A skipped update still consumes its batch and its step of the schedule: the learning
+        # rate stays a function of `step`, as an uninterrupted or resumed run computes it.
+        self.scheduler.step(increment=1)
         if self.device.device == "cuda":
             torch.cuda.synchronize()
         dt = time.time() - t0
         self.consumed += self.global_batch
         self.step += 1
-        return {**stats, "finite": finite, "grad_norm": grad_norm, "lr": lr, "step_time": dt,
-                **self._throughput(mbs, dt)}
+        return {**stats, "finite": updated, "skip_reason": skip_reason, "grad_norm": grad_norm, "lr": lr,
+                "step_time": dt, **self._throughput(mbs, dt)}
 
     def _reduce_stats(self, reduced: list[dict]) -> dict:
         """Loss as the reference reports it (mean of per-sample means over the global batch)."""
@@ -405,11 +408,11 @@ class Trainer:
             m = self.train_step()
             bad_in_a_row = 0 if m["finite"] else bad_in_a_row + 1
             if not m["finite"]:
-                print(f"warning: step {self.step}: non-finite loss {m['loss']}; update skipped "
+                print(f"warning: step {self.step}: {m['skip_reason']}; update skipped "
                       f"({bad_in_a_row} in a row)", flush=True) if dist.get_rank() == 0 else None
                 if bad_in_a_row >= self.args.max_nonfinite_steps:
-                    raise SystemExit(f"error: {bad_in_a_row} consecutive non-finite losses; stopping "
-                                     "(lower the learning rate or check the data)")
+                    raise SystemExit(f"error: {bad_in_a_row} consecutive non-finite steps (loss or gradient norm); "
+                                     "stopping (lower the learning rate or check the data)")
             self.reporter.progress(self.step, m["loss"])
             if self.step % self.args.logging_steps == 0 or self.step == self.total_steps or self.step == 1:
                 rec = {"loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
