@@ -72,15 +72,11 @@ def test_stage_wall_times():
     assert [(s["stage"], s["steps"]) for s in ft] == [("LongAlpaca", 1250), ("multi-task", 16250), ("this data", 10)]
 
 
-def test_lengths_from_a_preprocessed_prefix(tmp_path):
+def test_lengths_from_a_preprocessed_prefix(assets, tmp_path):
     from acerag_megatron.data.preprocess import preprocess_file
-    from acerag_megatron.tiny.corpus import write_seed_corpus
-    from acerag_megatron.tiny.tokenizers import make_tiny_tokenizer
 
-    tok = make_tiny_tokenizer("llama", tmp_path / "tok")
-    raw = write_seed_corpus(tmp_path / "raw", n_per_file=6, seed=0, words=150)["redpajama"]
     prefix = tmp_path / "bin" / "redpajama"
-    preprocess_file(raw, tok, prefix, "pretrain", progress=False)
+    preprocess_file(assets["files"]["redpajama"], assets["llama"], prefix, "pretrain", progress=False)
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     index = IndexedDataset(str(prefix))  # held: its mmap closes with it
