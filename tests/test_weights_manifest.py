@@ -65,6 +65,14 @@ def test_manifest_detects_flips_truncation_missing_and_added_files(tmp_path):
     assert verify_checkpoint_dir(ck) is False  # saved before checksums: nothing to compare
 
 
+def test_hashing_is_spread_over_ranks_by_size():
+    from acerag_megatron.weights.manifest import _owners
+
+    # Data-parallel rank 0 writes the whole optimizer state: the other ranks still share the hashing.
+    assert _owners([10, 1, 1, 8], 2) == [0, 1, 1, 1]
+    assert _owners([5] * 4, 4) == [0, 1, 2, 3] and _owners([3, 0], 1) == [0, 0]
+
+
 def test_a_torch_dist_folder_is_verified_through_the_enclosing_checkpoint(tmp_path):
     ck = _fake_checkpoint(tmp_path, 1)
     assert verify_for_load(ck / "megatron") is True
