@@ -102,7 +102,7 @@ def _workload_lengths(a, extra):
     if a.lengths_from is not None and a.length_dist is not None:
         raise SystemExit("error: --length-dist: give either --lengths-from or --length-dist, not both")
     if a.profile_steps or a.seq_len:
-        raise SystemExit("error: --profile-steps/--seq-len: fixed-shape options; the workload run times its own lengths")
+        raise SystemExit("error: --profile-steps/--seq-len: fixed-shape options; the workload times its own lengths")
     if a.min_length is None:
         a.min_length = 1024
     if a.max_length is None:

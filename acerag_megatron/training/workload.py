@@ -73,7 +73,7 @@ def lengths_from_prefix(prefix: str, window_mode: bool, min_length: int, max_len
 
 def representative_lengths(lengths: np.ndarray, strata: int) -> tuple[list[int], list[int]]:
     """(stratified, extremes): the length at the middle quantile of each of `strata` equal-count
-    strata (each stands for 1/strata of the samples, so their mean time is the distribution's),
+    strata (each stands for 1/strata of the samples, so their mean time estimates the distribution's),
     and the shortest and longest lengths, which bound the step-time curve the projection reads."""
     qs = (np.arange(strata) + 0.5) / strata
     mid = [int(x) for x in np.quantile(lengths, qs, method="nearest")]
