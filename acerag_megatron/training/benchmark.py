@@ -23,6 +23,7 @@ from acerag_megatron.data.indices import chunk_indices
 from acerag_megatron.data.window import build_window_sample
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.training import step_profile
+from acerag_megatron.training.collate import window_packed_tokens
 
 SHAPES = {
     "llama2-7b": dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
@@ -96,10 +97,6 @@ def loop_lm_tokens(sample) -> int:
     return sum(mu + (e - s) for mu, (s, e) in zip(sample.memory_lengths, sample.segments[1:]))
 
 
-def packed_lm_tokens(sample) -> int:
-    return sum(len(z) for z in sample.selected) + sum(e - s for s, e in sample.segments[1:])
-
-
 def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup: int, extra_args: list[str],
                   profile_steps: int = 0) -> dict:
     import torch
@@ -149,7 +146,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
     if profile:
         out["profile"] = profile
     if mode == "pretrain":
-        out.update(seq_len=seq_len, lm_tokens_packed=packed_lm_tokens(sample), lm_tokens_loop=loop_lm_tokens(sample),
+        out.update(seq_len=seq_len, lm_tokens_packed=window_packed_tokens(sample), lm_tokens_loop=loop_lm_tokens(sample),
                    ratios=sample.ratios)
     if not math.isfinite(out["loss"]):
         out["warning"] = "non-finite loss"
