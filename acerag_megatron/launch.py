@@ -6,7 +6,8 @@ Plain torchrun answers SIGTERM by forwarding it to the workers, killing them aft
 ends it at once unless it is in --signals-to-handle, and then it acts as SIGTERM does. Here both
 are passed on to the workers, which stop at the same step, save and exit 0, so the agent sees
 its workers succeed and exits 0. A SIGTERM still bounds the stop as torchrun does: workers alive
---shutdown-timeout seconds later are killed (and the launcher exits 1).
+--shutdown-timeout seconds later are killed (and the launcher exits 1). A failed worker has
+printed its error: the launcher adds one line naming it instead of torchrun's failure report.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import threading
 
 import psutil
 from torch.distributed import run as torchrun
-from torch.distributed.elastic.multiprocessing.api import _terminate_process_handler
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 
 FORWARDED = (signal.SIGTERM, signal.SIGUSR1)
@@ -28,11 +29,11 @@ class _Forwarder:
         self.grace_s = grace_s
         self.deadline: threading.Timer | None = None
 
-    def __call__(self, signum, frame):
+    def __call__(self, signum, _frame):
         workers = psutil.Process().children()
         if not workers:
             # Still in rendezvous, no worker to stop: end as torchrun would.
-            _terminate_process_handler(signum, frame)
+            raise SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
         name = signal.Signals(signum).name
         for w in workers:
             try:
