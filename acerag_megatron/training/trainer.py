@@ -389,11 +389,13 @@ class Trainer:
         t0 = time.time()
         if self.step != saved_step:
             self.save()
+            done = f"saved at step {self.step} ({time.time() - t0:.1f} s)"
+        elif self.step:
+            done = f"nothing trained since step {self.step}, nothing to save"
+        else:
+            done = "nothing trained yet"
         if dist.get_rank() == 0:
-            name = self._stop.signal_name or "stop requested by another rank"
-            done = (f"saved at step {self.step} ({time.time() - t0:.1f} s)" if self.step != saved_step else
-                    f"nothing trained since step {self.step}, nothing to save" if self.step else "nothing trained yet")
-            print(f"{name}: {done}; exiting", flush=True)
+            print(f"{self._stop.signal_name or 'stop requested by another rank'}: {done}; exiting", flush=True)
 
     def train(self):
         self.reporter.summary(self.summary_lines() + [f"  save (est.)    {self._save_time_line()}"])
