@@ -5,6 +5,7 @@ unpickled, and the converters refusing a torch_dist folder whose .metadata was a
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -88,7 +89,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_steps_are_not_logged_twice(ass
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     prefix_dir = next((root / "cache").rglob("*.bin")).parent
-    stale = prefix_dir / f".longalpaca.tmp{dead.pid}.bin"  # a preprocessing run killed half-way
+    stale = prefix_dir / f".longalpaca.tmp-{socket.gethostname()}-{dead.pid}.bin"  # a killed preprocessing run
     stale.write_bytes(b"partial")
     an_hour_ago = time.time() - 3600
     os.utime(stale, (an_hour_ago, an_hour_ago))

@@ -2,6 +2,7 @@
 process group): what resume and the converters rely on before they unpickle anything."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -183,14 +184,19 @@ def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
     (run / "checkpoint-2").mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    old = time.time() - STALE_TMP_AGE_S - 60
-    stale = [data / f".longalpaca.tmp{dead.pid}.bin", run / f".metrics.jsonl.tmp{dead.pid}"]
-    kept = [data / f".longalpaca.tmp{os.getpid()}.bin",  # its writer is alive
-            data / f".redpajama.tmp{dead.pid}.idx",  # written recently (maybe by another node)
+    here = socket.gethostname()
+    old_stale = [data / f".longalpaca.tmp{dead.pid}.bin",  # no host recorded: dead here and old
+                 data / f".longalpaca.tmp-another-host-{os.getpid()}.bin"]  # another host, not written for long
+    stale = old_stale + [run / f".metrics.jsonl.tmp-{here}-{dead.pid}",  # this host, writer gone
+                         data / f".redpajama.tmp-{here}-{dead.pid}.json"]
+    kept = [data / f".longalpaca.tmp-{here}-{os.getpid()}.bin",  # its writer is alive
+            data / f".redpajama.tmp{dead.pid}.idx",  # no host, written recently: maybe by another node
+            data / f".redpajama.tmp-another-host-{dead.pid}.bin",  # another host, written recently
             data / "longalpaca.bin"]
     for p in stale + kept:
         p.write_bytes(b"x")
-    for p in stale + kept[:1]:
+    old = time.time() - STALE_TMP_AGE_S - 60
+    for p in old_stale + kept[:1]:
         os.utime(p, (old, old))
     removed = remove_stale_files(run, [data])
     assert sorted(removed) == sorted([run / "checkpoint-9.tmp", run / ".checkpoint-2.old", *stale])

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,10 +36,11 @@ from acerag_megatron.weights.atomic import remove_dir, replace_dir, write_file
 from acerag_megatron.weights.manifest import CheckpointError, verify_checkpoint_dir, write_manifest
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-# Temporary names of atomic writes (weights/atomic.py, data/preprocess.py): `.<name>.tmp<pid>...`.
-_HIDDEN_TMP = re.compile(r"^\..+\.tmp(\d+)(\..*)?$")
-# A temporary file this old whose writer is not alive here is left over from a killed process
-# (the age guards a writer on another node sharing the file system: it appends continuously).
+# Temporary names of atomic writes: `.<name>.tmp-<host>-<pid>[.ext]` (weights/atomic.py,
+# data/preprocess.py) or `.<name>.tmp<pid>[.ext]` (no host recorded).
+_HIDDEN_TMP = re.compile(r"^\..+\.tmp(?:-(?P<host>.+)-|)(?P<pid>\d+)(?:\.\w+)?$")
+# A writer on another host (sharing the file system) cannot be asked whether it is alive: its
+# temporary file counts as left over once it has not been written to for this long.
 STALE_TMP_AGE_S = 600
 OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True,
                   "singleton_local_shards": False}
@@ -196,14 +198,23 @@ def remove_stale_files(output_dir, data_dirs=()) -> list[Path]:
                            or p.name.startswith(".checkpoint-") and p.name.endswith(".old")):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
-    now = time.time()
     for folder in {root, *map(Path, data_dirs)}:
         for p in list(folder.iterdir()) if folder.is_dir() else []:
-            m = _HIDDEN_TMP.match(p.name)
-            if m and p.is_file() and now - p.stat().st_mtime > STALE_TMP_AGE_S and not psutil.pid_exists(int(m.group(1))):
+            if p.is_file() and _left_over(p):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+def _left_over(path: Path) -> bool:
+    m = _HIDDEN_TMP.match(path.name)
+    if m is None:
+        return False
+    old = time.time() - path.stat().st_mtime > STALE_TMP_AGE_S
+    if m["host"] not in (None, socket.gethostname()):
+        return old
+    # Without a host in the name the writer may be on another node: its pid says nothing here.
+    return not psutil.pid_exists(int(m["pid"])) and (old or m["host"] is not None)
 
 
 # ---------------------------------------------------------------------------- resuming

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 from pathlib import Path
 
 # Folder fsync is refused with these on some file systems (and is then not needed there).
@@ -43,7 +44,7 @@ def fsync_tree(root: Path) -> None:
 def write_file(path: Path, data: bytes | str) -> None:
     """Write path atomically: readers see the old content or the new, never a partial file."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
+    tmp = path.parent / f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
