@@ -9,6 +9,7 @@ once in a real save, so on a parallel file system it is usually faster than this
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def counted_bytes(encoder, bf16: bool, device: str) -> int:
 
 def measure_write_bandwidth(folder: Path, mib: int = PROBE_MIB) -> float:
     """Bytes/s of writing and fsyncing `mib` MiB of incompressible data in `folder`."""
-    # Hidden `.<name>.tmp<pid>`: the start-up cleanup of killed runs' temporary files knows it.
-    probe = folder / f".write-probe.tmp{os.getpid()}"
+    # Named as atomic writes name their temporaries: the start-up cleanup of killed runs knows it.
+    probe = folder / f".write-probe.tmp-{socket.gethostname()}-{os.getpid()}"
     block = os.urandom(2**20)
     t0 = time.perf_counter()
     try:
