@@ -3,8 +3,8 @@ trainer checkpoint's encoder (`checkpoint-N/megatron`, or `checkpoint-N`).
 
 The LM becomes a *ForCausalLM folder, the encoder a bare LlamaModel/Qwen3Model folder whose
 config.json is the --hf-config-from config with num_hidden_layers = N. --dtype auto writes the
-dtype the weights came in (the source config's; a trainer checkpoint's training dtype), so
-HF -> Megatron -> HF is bit-exact without flags.
+dtype recorded in the source HF config (a trainer checkpoint's: that of its compressive_encoder/
+export), so HF -> Megatron -> HF is bit-exact without flags.
 
 Run:
   torchrun --nproc-per-node 1 -m checkpoints_convert.megatron_to_hf --megatron-path DIR --output DIR --hf-config-from DIR
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     parser.add_argument("--role", choices=("lm", "encoder"), default=None,
                         help="expected role (default: the one recorded in the checkpoint)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="dtype of the written weights (auto: the dtype they came in)")
+                        help="dtype of the written weights (auto: the source config's)")
     add_parallel_args(parser)
     args = parser.parse_args(argv)
     preflight(args)

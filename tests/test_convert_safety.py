@@ -97,7 +97,8 @@ def test_default_round_trips_are_bit_exact(models, converted):
                  "h2m_encoder", "m2h_encoder"):
         assert results[name]["code"] == 0, results[name]
     for dtype in models:
-        assert_same_tensors(load_file(models[dtype] / "model.safetensors"), load_file(out / f"h_{dtype}" / "model.safetensors"))
+        assert_same_tensors(load_file(models[dtype] / "model.safetensors"),
+                            load_file(out / f"h_{dtype}" / "model.safetensors"))
         assert json.loads((out / f"h_{dtype}" / "config.json").read_text())["dtype"] == dtype
     source = load_file(models["bfloat16"] / "model.safetensors")
     layer0 = {k[len("model."):]: v for k, v in source.items()
@@ -109,7 +110,8 @@ def test_earlier_outputs_are_replaced_without_a_flag(models, converted):
     results, out, _ = converted
     # Both outputs existed (from the Qwen3 model) when they were rewritten from the fp16 Llama.
     assert [results[n]["code"] for n in ("h2m_first", "m2h_first", "h2m_again", "m2h_again")] == [0] * 4
-    assert_same_tensors(load_file(models["float16"] / "model.safetensors"), load_file(out / "rw_h" / "model.safetensors"))
+    assert_same_tensors(load_file(models["float16"] / "model.safetensors"),
+                        load_file(out / "rw_h" / "model.safetensors"))
 
 
 def test_output_never_replaces_an_input(models, converted):
@@ -146,19 +148,23 @@ def _train_one_step(assets, out):
 
 def test_trainer_checkpoint_converts_and_verifies(assets, tmp_path):
     checkpoint = _train_one_step(assets, tmp_path / "run")
-    exported = tmp_path / "exported"
+    auto, fp32 = tmp_path / "auto", tmp_path / "fp32"
     results = convert(
-        ("megatron_to_hf", ["--megatron-path", checkpoint / "megatron", "--output", exported,
+        ("megatron_to_hf", ["--megatron-path", checkpoint / "megatron", "--output", auto,
                             "--hf-config-from", assets["llama"]]),
-        ("verify", ["--hf-path", exported, "--megatron-path", checkpoint, "--tolerance", "1e-5"]),
+        ("megatron_to_hf", ["--megatron-path", checkpoint, "--output", fp32, "--hf-config-from", assets["llama"],
+                            "--dtype", "float32"]),
+        ("verify", ["--hf-path", fp32, "--megatron-path", checkpoint, "--tolerance", "1e-5"]),
     )
-    assert [r["code"] for r in results] == [0, 0]
-    # The CPU run trained float32 parameters: auto exports those; the trainer's own export is bf16.
-    got = load_file(exported / "model.safetensors")
+    assert [r["code"] for r in results] == [0, 0, 0]
+    # auto = the dtype of the trainer's own export beside the checkpoint (bf16): the same tensors.
     trainer_export = load_file(checkpoint / "compressive_encoder" / "model.safetensors")
+    assert_same_tensors(trainer_export, load_file(auto / "model.safetensors"))
+    # The CPU run trained float32 parameters, which --dtype float32 writes as they are.
+    got = load_file(fp32 / "model.safetensors")
     assert {t.dtype for t in got.values()} == {torch.float32}
     assert_same_tensors(trainer_export, {k: v.to(torch.bfloat16) for k, v in got.items()})
 
-    mismatch = run(["-m", "checkpoints_convert.megatron_to_hf"], "--megatron-path", str(checkpoint / "megatron"), "--output", str(tmp_path / "q"),
-                   "--hf-config-from", assets["qwen3"])
+    mismatch = run(["-m", "checkpoints_convert.megatron_to_hf"], "--megatron-path", str(checkpoint / "megatron"),
+                   "--output", str(tmp_path / "q"), "--hf-config-from", assets["qwen3"])
     assert_one_error(mismatch, "--hf-config-from", "qwen3", "llama", "--megatron-path")

@@ -79,11 +79,13 @@ def read_checkpoint_info(path: str, flag: str = "--megatron-path") -> Checkpoint
         config_file = run_checkpoint / "compressive_encoder" / "config.json"
         if not config_file.is_file():
             fail(f"{flag} {path}: trainer checkpoint without {config_file.relative_to(run_checkpoint)}")
-        arch = _arch(_read_json(config_file, flag), config_file, flag)
+        config = _read_json(config_file, flag)
+        arch = _arch(config, config_file, flag)
         args = state.get("args", {})
         num_layers = int(args.get("encoder_num_hidden_layers", arch.num_layers))
-        # The trainer's parameters are bf16 exactly when it trained in bf16 (fp32 main params aside).
-        dtype = "bfloat16" if args.get("bf16") else "float32"
+        # The trainer's own export beside it is the source config; its dtype (bf16, as the reference
+        # exports) is also the parameters' dtype whenever training ran in bf16.
+        dtype = config_dtype(config) or ("bfloat16" if args.get("bf16") else "float32")
         return CheckpointInfo(folder, "encoder", num_layers, arch, dtype, key_prefix=TRAINER_ENCODER_PREFIX)
     fail(f"{flag} {path}: neither {EXTRA_INFO_FILE} (hf_to_megatron) nor ../train_state.json (trainer checkpoint)")
 
