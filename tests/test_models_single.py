@@ -42,6 +42,7 @@ def test_splice_matches_transformers_and_only_encoder_gets_grads(checks):
     assert checks["encoder_embed_grad_vs_hf"] <= TOL
     assert checks["encoder_norm_grad_vs_hf"] <= TOL
     assert checks["no_splice_vs_plain_lm"] <= 1e-6
+    assert checks["no_splice_encoder_params_without_grad"] == 0 and checks["no_splice_encoder_grad_abs"] == 0
 
 
 def test_device_seam_on_cpu(checks):

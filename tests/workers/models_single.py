@@ -143,6 +143,11 @@ def splice_checks(path: str) -> None:
     model.zero_grad()
     no_splice = model(empty)
     no_splice.sum().backward()  # must not fail although nothing trainable is used
+    # Every encoder parameter gets a (zero) gradient: DDP reduces a bucket only when all of its
+    # parameters have one.
+    report("no_splice_encoder_params_without_grad", sum(p.grad is None for p in model.encoder.parameters()))
+    report("no_splice_encoder_grad_abs", max(float(p.grad.abs().max()) for p in model.encoder.parameters()
+                                             if p.grad is not None))
     with torch.no_grad():
         plain = model.lm(input_ids=batch["lm_input_ids"], position_ids=batch["lm_position_ids"], labels=batch["labels"])
     report("no_splice_vs_plain_lm", (no_splice - plain).abs().max())
