@@ -92,10 +92,14 @@ def check_weight_files(path: str, flag: str) -> None:
     folder = Path(path)
     if not folder.is_dir():
         return
-    index = folder / "model.safetensors.index.json"
-    bin_index = folder / "pytorch_model.bin.index.json"
-    if index.is_file() or bin_index.is_file():
-        used = index if index.is_file() else bin_index
+    from acerag_megatron.weights.hf_folder import chosen_weight_file
+
+    # The file the loader will read, in its order (safetensors before .bin), so both agree.
+    used = chosen_weight_file(folder)
+    if used is None:
+        fail(f"{flag} {path}: no model.safetensors / pytorch_model.bin (or index json) in the folder")
+    files = [used.name]
+    if used.name.endswith(".index.json"):
         try:
             files = sorted(set(json.loads(used.read_text())["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -103,12 +107,6 @@ def check_weight_files(path: str, flag: str) -> None:
         for name in files:
             if not (folder / name).is_file():
                 fail(f"{folder / name}: missing (listed in {used.name})")
-    elif (folder / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    elif (folder / "pytorch_model.bin").is_file():
-        files = ["pytorch_model.bin"]
-    else:
-        fail(f"{flag} {path}: no model.safetensors / pytorch_model.bin (or index json) in the folder")
     from safetensors import SafetensorError, safe_open
 
     for name in files:

@@ -133,6 +133,15 @@ def resolve_on_each_node(flags: dict[str, str]) -> None:
                 fetch(name)
 
 
+def chosen_weight_file(folder: Path) -> Path | None:
+    """The index json or single weight file a local folder is read through (_FORMATS order)."""
+    for index_name, single in _FORMATS:
+        for name in (index_name, single):
+            if (folder / name).exists():
+                return folder / name
+    return None
+
+
 class HFCheckpoint:
     """Lazy view of the weight tensors of one HF folder.
 
@@ -147,14 +156,12 @@ class HFCheckpoint:
         self.path = resolve_hf_path(name_or_path)
         self._file_of: dict[str, Path] = {}
         self._open: dict[Path, object] = {}
-        for index_name, single in _FORMATS:
-            if (self.path / index_name).exists():
-                weight_map = json.loads((self.path / index_name).read_text())["weight_map"]
-                self._file_of = {k: self.path / v for k, v in weight_map.items()}
-                break
-            if (self.path / single).exists():
-                self._file_of = {k: self.path / single for k in self._keys_in(self.path / single)}
-                break
+        chosen = chosen_weight_file(self.path)
+        if chosen is not None and chosen.name.endswith(".index.json"):
+            weight_map = json.loads(chosen.read_text())["weight_map"]
+            self._file_of = {k: self.path / v for k, v in weight_map.items()}
+        elif chosen is not None:
+            self._file_of = {k: chosen for k in self._keys_in(chosen)}
         if not self._file_of:
             raise FileNotFoundError(f"{self.path}: no model.safetensors / pytorch_model.bin (or index json) found")
 
