@@ -75,3 +75,30 @@ def prime_optimizer_for_load(optimizer) -> None:
         inner = getattr(opt, "optimizer", None)
         if hasattr(opt, "_init_optimizer_states_with_dummy_values") and inner is not None and len(inner.state) == 0:
             opt._init_optimizer_states_with_dummy_values()
+
+
+def init_untouched_optimizer_state(optimizer) -> None:
+    """Give every parameter that has not been updated yet the state torch's Adam/AdamW would
+    create at its first update (step 0, zero moments), so a checkpoint can be saved before any
+    update was taken (every step so far skipped as non-finite). The distributed optimizer's
+    state_dict asserts a 'step' exists; a resume from this state updates exactly as a fresh
+    optimizer does.
+    """
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None:
+            continue
+        for group in inner.param_groups:
+            on_device = group.get("fused") or group.get("capturable")
+            for p in group["params"]:
+                if inner.state.get(p):
+                    continue
+                state = {"step": torch.zeros((), dtype=_get_scalar_dtype(is_fused=group.get("fused")),
+                                             device=p.device if on_device else "cpu"),
+                         "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                         "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+                if group.get("amsgrad"):
+                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                inner.state[p] = state

@@ -54,3 +54,23 @@ def test_finite_loss_with_overflowing_gradient_skips_the_update(assets, tmp_path
     # Skipped steps still advance the schedule: linear decay over 6 steps from 1e-3.
     assert got[2]["lr"] == pytest.approx(1e-3 * 5 / 6)
     assert json.loads((out / "config.json").read_text())["bf16"] is True
+
+
+def test_a_save_before_any_update_and_its_resume(assets, tmp_path):
+    """Every step skipped, checkpoints saved all the same (the optimizer has no state yet), and
+    the run resumes from them."""
+    out = tmp_path / "overflow"
+    lm = _overflowing_lm(assets["llama"], tmp_path / "lm_overflow")
+    args = _finetune_args(assets, out, "--max_steps", "6", "--warmup_ratio", "0", "--max_nonfinite_steps", "2",
+                          "--bf16", "True", "--encoder_name_or_path", assets["llama"])
+    args[args.index("--save_strategy") + 1] = "steps"
+    args += ["--save_steps", "1"]
+    args[args.index("--language_model_name_or_path") + 1] = lm
+    texts = []
+    for _ in range(2):  # each run skips, saves, skips again and stops on --max_nonfinite_steps 2
+        with pytest.raises(AssertionError) as failed:
+            run_torchrun(TRAINER, 1, *args)
+        texts.append(str(failed.value))
+        assert "error: 2 consecutive non-finite steps" in texts[-1], texts[-1][-3000:]
+    assert f"resumed from {out / 'checkpoint-1'}" in texts[1]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]

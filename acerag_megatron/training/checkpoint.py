@@ -30,7 +30,7 @@ from megatron.core import dist_checkpointing
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from acerag_megatron.optimizer_fixes import prime_optimizer_for_load
+from acerag_megatron.optimizer_fixes import init_untouched_optimizer_state, prime_optimizer_for_load
 from acerag_megatron.training.in_process_save import InProcessTorchDistSave
 from acerag_megatron.weights.atomic import remove_dir, replace_dir, write_file
 from acerag_megatron.weights.manifest import CheckpointError, verify_checkpoint_dir, write_manifest
@@ -159,6 +159,8 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, train_state: d
         (tmp / "megatron").mkdir(parents=True)
         (tmp / "rng").mkdir()
     _barrier()
+    if _has_params(optimizer):
+        init_untouched_optimizer_state(optimizer)  # a save before the first update (all skipped)
     dist_checkpointing.save(_state_dict(model, optimizer, is_loading=False), str(tmp / "megatron"),
                             sharded_strategy=InProcessTorchDistSave())
     save_rng(tmp / "rng", _rank())
