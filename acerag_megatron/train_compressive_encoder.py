@@ -19,9 +19,19 @@ def main(argv=None):
 
     args = parse_args(argv)
     validate_run(args)
-    from acerag_megatron.training.trainer import run  # heavy imports after argument errors
+    from acerag_megatron.preflight import is_rank0
+    from acerag_megatron.training.run_lock import lock_output_dir
 
-    run(args)
+    # Taken before the heavy imports and before anything reads or cleans the folder, so a second
+    # run on it is refused at once; the kernel frees the lock however this process exits.
+    lock = lock_output_dir(args.output_dir) if is_rank0() else None
+    try:
+        from acerag_megatron.training.trainer import run  # heavy imports after argument errors
+
+        run(args)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

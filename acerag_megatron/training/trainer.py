@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,10 +16,10 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from acerag_megatron.data.sampler import DistributedBatchSampler
 from acerag_megatron.device import resolve_device
-from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.recompute import check_layer_support
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
 from acerag_megatron.parallel import destroy_parallel, initialize_parallel
+from acerag_megatron.preflight import read_arch
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
 from acerag_megatron.training.build import build_model, build_optimizer, use_fused_adamw, wrap_ddp
 from acerag_megatron.training.checkpoint import (fail, latest_checkpoint, load_checkpoint, read_train_state, remove_stale_files,
@@ -38,21 +37,11 @@ from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
 from acerag_megatron.training.reporting import Reporter
 from acerag_megatron.training.step_cost import sample_costs
 from acerag_megatron.training.run_identity import resume_changes, run_identity
-from acerag_megatron.training.run_lock import lock_output_dir
 from acerag_megatron.training.save_estimate import (counted_bytes, folder_bytes, measure_write_bandwidth,
                                                     save_time_line)
 from acerag_megatron.weights.export import export_encoder_hf
 
 MAX_LOGGED_WINDOWS = 64
-
-
-def _arch(path: str, flag: str) -> ModelArch:
-    """Architecture of a model folder / hub id, or a one-line error naming the flag."""
-    try:
-        return ModelArch.from_hf(path)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SystemExit(f"error: --{flag} {path}: {first}")
 
 
 class Trainer:
@@ -84,8 +73,8 @@ class Trainer:
                              f"per_device_train_batch_size x data-parallel size = {per_step}")
         self.num_microbatches = self.global_batch // per_step
         if archs is None:
-            archs = (_arch(args.language_model_name_or_path, "language_model_name_or_path"),
-                     _arch(args.encoder_name_or_path, "encoder_name_or_path"))
+            archs = (read_arch(args.language_model_name_or_path, "--language_model_name_or_path"),
+                     read_arch(args.encoder_name_or_path, "--encoder_name_or_path"))
         self.lm_arch, self.enc_arch = archs
         if args.recompute_by_estimate:
             self._recompute_by_estimate()
@@ -434,15 +423,10 @@ class Trainer:
 
 
 def run(args: TrainArguments):
+    """One run; the caller holds the --output_dir lock (train_compressive_encoder.main)."""
     exit_with_launcher()
-    # Taken before anything reads or cleans the folder; the kernel frees it however we exit.
-    lock = lock_output_dir(args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    trainer = Trainer(args)
     try:
-        trainer = Trainer(args)
-        try:
-            trainer.train()
-        finally:
-            destroy_parallel()
+        trainer.train()
     finally:
-        if lock is not None:
-            lock.release()
+        destroy_parallel()
