@@ -33,7 +33,8 @@ from safetensors.torch import save as save_safetensors
 from acerag_megatron.optimizer_fixes import init_untouched_optimizer_state, prime_optimizer_for_load
 from acerag_megatron.training.in_process_save import InProcessTorchDistSave
 from acerag_megatron.weights.atomic import remove_dir, replace_dir, write_file
-from acerag_megatron.weights.manifest import CheckpointError, verify_checkpoint_dir, write_manifest
+from acerag_megatron.weights.manifest import (CheckpointError, broadcast_from_rank0, verify_checkpoint_dir,
+                                              write_manifest)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 # Temporary names of atomic writes: `.<name>.tmp-<host>-<pid>[.ext]` (weights/atomic.py,
@@ -54,14 +55,6 @@ def _rank() -> int:
 def _barrier():
     if dist.is_initialized():
         dist.barrier()
-
-
-def _broadcast(obj):
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def fail(message: str):
@@ -252,7 +245,7 @@ def checkpoint_problem(path: Path) -> tuple[str | None, bool]:
                     problem = "megatron/.metadata: missing"
             except CheckpointError as e:
                 problem = str(e)
-        problem = _broadcast(problem)
+        problem = broadcast_from_rank0(problem)
     except CheckpointError as e:
         return str(e), False
     return problem, verified
@@ -274,7 +267,7 @@ def select_checkpoint(choice: str | None, output_dir) -> Optional[Path]:
         _note_unverified(Path(choice), verified, say)
         return Path(choice)
     skipped = []
-    for path in _broadcast(checkpoints(output_dir) if _rank() == 0 else None):
+    for path in broadcast_from_rank0(checkpoints(output_dir) if _rank() == 0 else None):
         problem, verified = checkpoint_problem(path)
         if problem is None:
             for name, why in skipped:

@@ -61,7 +61,8 @@ def _gather(obj) -> list:
     return out
 
 
-def _broadcast(obj):
+def broadcast_from_rank0(obj):
+    """Rank 0's object on every rank (the object itself without a process group)."""
     if not dist.is_initialized():
         return obj
     box = [obj]
@@ -74,7 +75,7 @@ def write_manifest(root: Path) -> dict:
     call it on every rank after all have written; rank 0 writes)."""
     root = Path(root)
     rank, world = _rank_world()
-    sizes = _broadcast({n: (root / n).stat().st_size for n in list_files(root)} if rank == 0 else None)
+    sizes = broadcast_from_rank0({n: (root / n).stat().st_size for n in list_files(root)} if rank == 0 else None)
     owners = _owners(list(sizes.values()), world)
     mine = {n: {"size": size, ALGORITHM: hash_file(root / n)}
             for (n, size), owner in zip(sizes.items(), owners) if owner == rank}
@@ -160,7 +161,7 @@ def verify_checkpoint_dir(path, *, prefix: str = "") -> bool:
                 task = ("check", listed, unlisted)
         except CheckpointError as e:
             task = ("error", str(e))
-    task = _broadcast(task)
+    task = broadcast_from_rank0(task)
     if task[0] == "error":
         raise CheckpointError(task[1])
     if task[0] == "none":
@@ -180,7 +181,7 @@ def verify_checkpoint_dir(path, *, prefix: str = "") -> bool:
 def verify_for_load(directory) -> bool:
     """verify_checkpoint_dir for a torch_dist folder that is about to be loaded: its own
     manifest, or the enclosing trainer checkpoint's entries for it (see find_manifest)."""
-    found = _broadcast(find_manifest(Path(directory)) if _rank_world()[0] == 0 else None)
+    found = broadcast_from_rank0(find_manifest(Path(directory)) if _rank_world()[0] == 0 else None)
     if found is None:
         return False
     root, prefix = found
