@@ -49,7 +49,7 @@ def _read(spec: dict, workdir: Path, pythonpath: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "tests.workers.hf_outputs", str(spec_file), str(out_file)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return torch.load(out_file)
+    return torch.load(out_file, weights_only=True)
 
 
 @pytest.fixture(scope="module")
