@@ -18,3 +18,6 @@ PLACEHOLDER_TOKEN_ID = 100
 
 PRETRAIN_PLACEHOLDER_TOKEN_ID = 1
 """LM input id used for compressed-memory positions in window-mode pretraining."""
+
+IGNORE_INDEX = -100
+"""Label of positions without a target (HF's and torch's cross-entropy convention)."""

@@ -5,10 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acerag_megatron import PLACEHOLDER_TOKEN_ID
+from acerag_megatron import IGNORE_INDEX, PLACEHOLDER_TOKEN_ID
 from acerag_megatron.data.indices import chunk_indices
 
-IGNORE_INDEX = -100
 
 
 @dataclass

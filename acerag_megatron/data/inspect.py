@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from acerag_megatron.data.finetune import IGNORE_INDEX, FinetuneSample
+from acerag_megatron import IGNORE_INDEX
+from acerag_megatron.data.finetune import FinetuneSample
 from acerag_megatron.data.window import WindowSample
 
 

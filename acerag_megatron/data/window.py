@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acerag_megatron import PRETRAIN_PLACEHOLDER_TOKEN_ID
+from acerag_megatron import IGNORE_INDEX, PRETRAIN_PLACEHOLDER_TOKEN_ID
 
-IGNORE_INDEX = -100
 
 
 @dataclass

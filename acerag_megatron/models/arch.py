@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-FAMILIES = {"llama": "llama", "qwen3": "qwen3"}
+FAMILIES = ("llama", "qwen3")
+"""The HF model_type values this project runs."""
 
 
 @dataclasses.dataclass
@@ -56,8 +57,8 @@ class ModelArch:
     @classmethod
     def from_config_dict(cls, cfg: dict[str, Any], source: str = "config") -> "ModelArch":
         """Build from a config dict (as in config.json)."""
-        family = FAMILIES.get(cfg.get("model_type", ""))
-        if family is None:
+        family = cfg.get("model_type", "")
+        if family not in FAMILIES:
             raise ValueError(f"{source}/config.json: field model_type={cfg.get('model_type')!r} "
                              f"is not supported (expected one of {sorted(FAMILIES)})")
         for field in ("attention_bias", "mlp_bias", "use_sliding_window"):

@@ -9,6 +9,7 @@ import torch
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.models.gpt.gpt_model import GPTModel
 
+from acerag_megatron import IGNORE_INDEX
 from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import padded_vocab_size
@@ -17,7 +18,6 @@ from acerag_megatron.models.layer_spec import block_spec
 from acerag_megatron.models.packed_mask import dense_backend, for_backend
 from acerag_megatron.models.rope import rotary_for_positions
 
-IGNORE_INDEX = -100
 
 
 class FrozenLM(GPTModel):

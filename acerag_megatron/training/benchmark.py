@@ -18,12 +18,13 @@ import tempfile
 
 import numpy as np
 
+from acerag_megatron import IGNORE_INDEX
 from acerag_megatron.data.finetune import FinetuneSample, build_finetune_sample
 from acerag_megatron.data.indices import chunk_indices
 from acerag_megatron.data.window import build_window_sample
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.training import step_profile
-from acerag_megatron.training.collate import window_packed_tokens
+from acerag_megatron.training.collate import predicted_tokens, window_packed_tokens
 
 SHAPES = {
     "llama2-7b": dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
@@ -87,7 +88,7 @@ def finetune_sample(vocab: int, context: int = 3584, ratio: int = 4, lm_tokens: 
     other = lm_tokens - len(idx)
     head, tail = rng.integers(3, vocab, size=other // 4), rng.integers(3, vocab, size=other - other // 4)
     ids = np.concatenate([head, np.full(len(idx), 100), tail])
-    labels = np.full(len(ids), -100)
+    labels = np.full(len(ids), IGNORE_INDEX)
     labels[-len(tail) // 2:] = ids[-len(tail) // 2:]
     return FinetuneSample(input_ids=ids, labels=labels, placeholder_start=len(head), encoder_chunks=[chunk],
                           encoder_indices=[idx], ratio=ratio)
@@ -122,7 +123,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         reserved = torch.cuda.max_memory_reserved() / 2**30 if trainer.device.device == "cuda" else None
         mb = trainer._step_microbatches()[0]
         estimate = trainer.memory_estimate(mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(),
-                                           int((mb["labels"] != -100).sum()))
+                                           predicted_tokens(mb))
         # Profiled after the timed steps so the profiler's overhead stays out of the figures.
         profile = step_profile.profile_steps(trainer.train_step, profile_steps, trainer.device.device == "cuda") \
             if profile_steps else None
@@ -202,7 +203,7 @@ def _microbatch_counts(sample, args) -> tuple[int, int, int]:
         mb = (collate_window_packed if args.window_impl == "packed" else collate_window)(sample, 0)
     else:
         mb = collate_finetune([sample] * args.per_device_train_batch_size, 0)
-    return int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()), int((mb["labels"] != -100).sum())
+    return int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()), predicted_tokens(mb)
 
 
 def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_length: int, max_length: int,

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from acerag_megatron import PRETRAIN_PLACEHOLDER_TOKEN_ID
+from acerag_megatron import IGNORE_INDEX, PRETRAIN_PLACEHOLDER_TOKEN_ID
 from acerag_megatron.models.packed_mask import allowed_pairs, packed_mask
 
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -61,6 +60,11 @@ class _Rows:
 
     def flat(self, row: int, pos: np.ndarray) -> np.ndarray:
         return row * max(self.width, 1) + np.asarray(pos, dtype=np.int64)
+
+
+def predicted_tokens(batch: dict) -> int:
+    """Positions of a micro-batch with a target."""
+    return int((batch["labels"] != IGNORE_INDEX).sum())
 
 
 def _indices(parts: list[np.ndarray]) -> torch.Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from acerag_megatron import IGNORE_INDEX
+
 
 def loss_scale(num_microbatches: int, dp_size: int, global_samples: int) -> float:
     return num_microbatches * dp_size / global_samples
@@ -19,7 +21,7 @@ def make_loss_func(batch: dict):
     """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage)."""
     scale = batch["loss_scale"]
     weights = batch["loss_weight"]
-    mask = (batch["labels"] != -100).float()
+    mask = (batch["labels"] != IGNORE_INDEX).float()
     groups = batch["report_group"]
 
     def loss_func(per_token_loss: torch.Tensor):

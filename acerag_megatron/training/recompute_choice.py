@@ -49,7 +49,7 @@ def longest_micro_batch(args) -> MicroBatchShape:
     """
     if args.window_mode:
         from acerag_megatron.data.window import build_window_sample
-        from acerag_megatron.training.collate import collate_window_packed
+        from acerag_megatron.training.collate import collate_window_packed, predicted_tokens
 
         length = max(args.max_length - 1, args.window + 1)
         sample = build_window_sample(np.full(length, 3), window=args.window,
@@ -57,7 +57,7 @@ def longest_micro_batch(args) -> MicroBatchShape:
                                      method="stride", rng=_SmallestRatio())
         mb = collate_window_packed(sample, 0)
         longest = MicroBatchShape(int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()),
-                                  int((mb["labels"] != -100).sum()))
+                                  predicted_tokens(mb))
         if args.max_tokens_per_micro_batch > longest.lm_tokens:
             # Packed documents fill the budget; a document's encoder tokens never exceed its LM tokens.
             budget = args.max_tokens_per_micro_batch

@@ -26,7 +26,7 @@ from acerag_megatron.training.checkpoint import (fail, latest_checkpoint, load_c
                                                  save_checkpoint, select_checkpoint)
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
                                               collate_window_packed, collate_window_packed_docs, group_by_tokens,
-                                              window_packed_tokens)
+                                              predicted_tokens, window_packed_tokens)
 from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
@@ -259,7 +259,7 @@ class Trainer:
         """The memory estimate of the largest micro-batch, and a recompute choice that fits."""
         a = self.args
         mb = max(mbs, key=lambda m: m["lm_input_ids"].numel() + m["enc_input_ids"].numel())
-        counts = (mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(), int((mb["labels"] != -100).sum()))
+        counts = (mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(), predicted_tokens(mb))
         capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
         current = (a.recompute_lm, a.recompute_encoder)
         advice = fit_advice(lambda lm, enc: self.memory_estimate(*counts, recompute_lm=lm, recompute_encoder=enc),
@@ -318,7 +318,7 @@ class Trainer:
             enc_tokens += sum(mb["enc_real_lengths"])
             lm_tokens += sum(mb["lm_real_lengths"])
             flops += step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers,
-                                mb["enc_real_lengths"], mb["lm_real_lengths"], int((mb["labels"] != -100).sum()),
+                                mb["enc_real_lengths"], mb["lm_real_lengths"], predicted_tokens(mb),
                                 mb.get("lm_attention_pairs"))
         t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self.device.device)
         slowest = t[2:].clone()
