@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,7 +32,10 @@ def report(name: str, value, collective: bool = True) -> None:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         if dist.get_rank() != 0:
             return
-    print(f"CHECK {name} {value.item():.6e}", flush=True)
+    # One write per line: print() writes the text and the newline separately, and with unbuffered
+    # output another rank's line can land in between and break the parsing.
+    sys.stdout.write(f"CHECK {name} {value.item():.6e}\n")
+    sys.stdout.flush()
 
 
 def tiny_models(workdir: str) -> dict[str, str]:

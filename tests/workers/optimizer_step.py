@@ -55,6 +55,26 @@ def snapshot(model, optimizer) -> list[torch.Tensor]:
     return out
 
 
+def gathered(value: float) -> list[float]:
+    """Every rank's value, in rank order: rank 0 prints them, so two ranks' lines never interleave."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, float(value))
+    return values
+
+
+def report_min(name: str, value: float) -> None:
+    values = gathered(value)
+    if dist.get_rank() == 0:
+        report(name, min(values), collective=False)
+
+
+def report_per_rank(name: str, value: float) -> None:
+    values = gathered(value)
+    if dist.get_rank() == 0:
+        for rank, v in enumerate(values):
+            report(f"{name}_rank{rank}", v, collective=False)
+
+
 def changed(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) != len(b) or any(not torch.equal(x, y) for x, y in zip(a, b))
 
@@ -68,22 +88,21 @@ def main() -> None:
     backward(ddp, optimizer, seed=1)
     before = snapshot(model, optimizer)
     updated, norm = step_if_finite(optimizer)
-    report("finite_updated", float(updated and math.isfinite(norm) and norm > 0), collective=False)
-    report("finite_changed_weights", float(changed(before, snapshot(model, optimizer))), collective=False)
+    report_min("finite_updated", float(updated and math.isfinite(norm) and norm > 0))
+    report_min("finite_changed_weights", float(changed(before, snapshot(model, optimizer))))
 
     for name, value in (("inf", math.inf), ("nan", math.nan)):
         backward(ddp, optimizer, seed=2)
         poison_rank1_shard(ddp, value)
         before = snapshot(model, optimizer)
         updated, norm = step_if_finite(optimizer)
-        report(f"{name}_skipped_rank{dist.get_rank()}", float(not updated and not math.isfinite(norm)),
-               collective=False)
+        report_per_rank(f"{name}_skipped", float(not updated and not math.isfinite(norm)))
         report(f"{name}_state_changed", float(changed(before, snapshot(model, optimizer))))
 
     # After skipped steps the next finite gradient updates normally.
     backward(ddp, optimizer, seed=3)
     updated, norm = step_if_finite(optimizer)
-    report("after_skip_updated", float(updated and math.isfinite(norm)), collective=False)
+    report_min("after_skip_updated", float(updated and math.isfinite(norm)))
 
     # What the trainer did before: Megatron's step clips by max_norm / inf = 0 and inf * 0 = NaN.
     backward(ddp, optimizer, seed=4)
