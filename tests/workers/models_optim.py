@@ -41,8 +41,8 @@ def build(path: str, tp: int, sp: bool):
     return model, ddp, optimizer
 
 
-def train_step(ddp, optimizer, step: int) -> float:
-    batch = splice_batch(seed=100 + step)  # same batch on every rank: DP replicas agree
+def forward_backward(ddp, optimizer, batch: dict) -> list[dict]:
+    """One micro-batch through Megatron's schedule with fresh gradients (no optimizer step)."""
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
 
@@ -52,8 +52,12 @@ def train_step(ddp, optimizer, step: int) -> float:
             return total, {"loss": total.detach()}
         return module(next(data_iterator)), loss_func
 
-    out = get_forward_backward_func()(forward_step_func=forward_step, data_iterator=iter([batch]), model=[ddp],
-                                      num_microbatches=1, seq_length=16, micro_batch_size=2, forward_only=False)
+    return get_forward_backward_func()(forward_step_func=forward_step, data_iterator=iter([batch]), model=[ddp],
+                                       num_microbatches=1, seq_length=16, micro_batch_size=2, forward_only=False)
+
+
+def train_step(ddp, optimizer, step: int) -> float:
+    out = forward_backward(ddp, optimizer, splice_batch(seed=100 + step))  # same batch on every rank
     optimizer.step()
     return float(out[0]["loss"])
 

@@ -14,26 +14,15 @@ from tests.workers.models_common import init, report, tiny_models
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from megatron.core import parallel_state as ps  # noqa: E402
-from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E402
 
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes  # noqa: E402
 from acerag_megatron.training.optimizer_step import step_if_finite  # noqa: E402
-from tests.workers.models_optim import build  # noqa: E402
+from tests.workers.models_optim import build, forward_backward  # noqa: E402
 from tests.workers.models_single import splice_batch  # noqa: E402
 
 
 def backward(ddp, optimizer, seed: int) -> None:
-    ddp.zero_grad_buffer()
-    optimizer.zero_grad()
-
-    def forward_step(data_iterator, module):
-        def loss_func(loss_BS):
-            total = loss_BS.sum() / (loss_BS != 0).sum()
-            return total, {"loss": total.detach()}
-        return module(next(data_iterator)), loss_func
-
-    get_forward_backward_func()(forward_step_func=forward_step, data_iterator=iter([splice_batch(seed=seed)]),
-                                model=[ddp], num_microbatches=1, seq_length=16, micro_batch_size=2, forward_only=False)
+    forward_backward(ddp, optimizer, splice_batch(seed=seed))
 
 
 def poison_rank1_shard(ddp, value: float) -> None:
