@@ -6,8 +6,6 @@ retrieval-style `{query, key: [docs], answers}` (the first 5 docs form the conte
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from acerag_megatron.inference.compress import compress_prompt
 from acerag_megatron.inference.generate import generate
 from acerag_megatron.inference.prompts import eval_prompt
 from acerag_megatron.inference.tasks import Task, get_task, score_generation, scored_text
+from acerag_megatron.weights.atomic import write_file
 
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 
@@ -142,19 +141,6 @@ def use_chat_template(mode: str, task: Task, lm_model_type: str) -> bool:
     return not (task.icl and lm_model_type == "llama")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def results_path(output: str | Path) -> Path:
     """Where the results JSON of a predictions file goes."""
     return Path(output).with_suffix(".results.json")
@@ -212,8 +198,9 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict:
         "config": asdict(cfg),
     }
     out = Path(cfg.output)
-    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    write_atomic(results_path(out), json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_file(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_file(results_path(out), json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import zlib
 from pathlib import Path
 
 from acerag_megatron import CONTEXT_TAG
+from acerag_megatron.weights.atomic import write_file
 
 SEED_FILES = ("redpajama", "longalpaca", "hotpotqa", "nq", "multi_news", "gov_report", "trec_fine",
               "banking77", "arc_easy", "arc_challenge")
@@ -121,9 +121,6 @@ def write_seed_corpus(out_dir: str | os.PathLike, n_per_file: int, seed: int, wo
         else:
             text = json.dumps(records, indent=1)
         path = out / f"{name}.json"
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=path.name + ".")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_file(path, text)
         paths[name] = path
     return paths

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from acerag_megatron import PLACEHOLDER_TOKEN_ID, PRETRAIN_PLACEHOLDER_TOKEN_ID
+from acerag_megatron.weights.atomic import write_file
 
 # meta-llama/Llama-2-7b-chat-hf tokenizer_config.json chat_template, verbatim.
 LLAMA2_CHAT_TEMPLATE = (
@@ -97,10 +97,7 @@ def _corpus_lines(corpus: list[str] | None) -> list[str]:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_file(path, json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def _make_llama(out: Path, lines: list[str], vocab_size: int) -> None:
