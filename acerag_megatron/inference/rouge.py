@@ -42,6 +42,28 @@ def lcs_words(x: list[str], y: list[str]) -> list[str]:
     return out
 
 
+def rouge_l_scores(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-L precision, recall and F of `prediction` against `reference`, as `rouge` 1.0.1's
+    `Rouge().get_scores(prediction, reference)[0]["rouge-l"]` (all 0.0 where that raises on empty input).
+
+    Returns:
+        {"p", "r", "f"}: P, R the union-LCS word-set size over the distinct word counts of the
+        prediction and the reference, F = `2PR / (P + R + 1e-8)`.
+    """
+    hyp, ref = _sentences(prediction), _sentences(reference)
+    if not hyp or not ref:
+        return {"p": 0.0, "r": 0.0, "f": 0.0}
+    union: set[str] = set()
+    for ref_sentence in ref:
+        ref_words = ref_sentence.split(" ")
+        for hyp_sentence in hyp:
+            union.update(lcs_words(ref_words, hyp_sentence.split(" ")))
+    overlap = len(union)
+    recall = overlap / len(set(_words(ref)))
+    precision = overlap / len(set(_words(hyp)))
+    return {"p": precision, "r": recall, "f": 2.0 * ((precision * recall) / (precision + recall + 1e-8))}
+
+
 def rouge_l_f(prediction: str, reference: str) -> float:
     """ROUGE-L F score of `prediction` against `reference` (0.0 where `rouge` raises on empty input).
 
@@ -52,15 +74,4 @@ def rouge_l_f(prediction: str, reference: str) -> float:
     Returns:
         `2PR / (P + R + 1e-8)` with P, R the union-LCS word-set size over the distinct word counts.
     """
-    hyp, ref = _sentences(prediction), _sentences(reference)
-    if not hyp or not ref:
-        return 0.0
-    union: set[str] = set()
-    for ref_sentence in ref:
-        ref_words = ref_sentence.split(" ")
-        for hyp_sentence in hyp:
-            union.update(lcs_words(ref_words, hyp_sentence.split(" ")))
-    overlap = len(union)
-    recall = overlap / len(set(_words(ref)))
-    precision = overlap / len(set(_words(hyp)))
-    return 2.0 * ((precision * recall) / (precision + recall + 1e-8))
+    return rouge_l_scores(prediction, reference)["f"]
