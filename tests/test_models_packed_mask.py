@@ -45,20 +45,20 @@ def _window_reference(smp, width):
 
 
 def _check(batch, allowed, total, rows=2):
-    spec = batch["lm_attention_mask"]
+    spec = batch.inputs.lm_attention_mask
     assert is_packed_mask(spec) and spec.shape == (1, rows, allowed.shape[0])
     assert torch.equal(dense_masked(spec)[0, 0], torch.from_numpy(~allowed))
     s = allowed.shape[0]
     q, k = torch.arange(s)[:, None], torch.arange(s)[None, :]
     assert torch.equal(mask_mod(spec)(torch.tensor(0), torch.tensor(0), q, k), torch.from_numpy(allowed))
-    assert batch["lm_attention_pairs"] == int(allowed[:total, :total].sum())
+    assert batch.accounting.lm_attention_pairs == int(allowed[:total, :total].sum())
 
 
 def test_window_row_spec_is_the_block_mask():
     smp = _window_sample()
     for multiple in (1, 8):  # 8: padded to a sequence-parallel multiple
         batch = collate_window_packed(smp, pad_id=0, multiple=multiple)
-        allowed, total = _window_reference(smp, batch["lm_input_ids"].shape[1])
+        allowed, total = _window_reference(smp, batch.inputs.lm_input_ids.shape[1])
         _check(batch, allowed, total)
 
 
@@ -66,18 +66,18 @@ def test_window_documents_in_one_row_see_only_themselves():
     """Two documents back to back: each one's block mask, nothing across them, pads alone."""
     first, second = _window_sample(), _window_sample()
     batch = collate_window_packed_docs([first, second], pad_id=0, multiple=8)
-    width = batch["lm_input_ids"].shape[1]
+    width = batch.inputs.lm_input_ids.shape[1]
     n = _window_reference(first, 0)[1]  # the document's row length
     one = _window_reference(first, n)[0]
     allowed = np.eye(width, dtype=bool)
     allowed[:n, :n] = one
     allowed[n:2 * n, n:2 * n] = one
     _check(batch, allowed, 2 * n, rows=3)
-    assert batch["num_samples"] == 2
+    assert batch.accounting.num_samples == 2
     # Each document's positions start again at 0 and its tokens weigh 1 / its own targets.
-    pos = batch["lm_position_ids"][0]
+    pos = batch.inputs.lm_position_ids[0]
     assert torch.equal(pos[n:2 * n], pos[:n])
-    weights = batch["loss_weight"][0]
+    weights = batch.accounting.loss_weight[0]
     assert weights[:n].sum().item() == pytest.approx(1.0) and weights[n:2 * n].sum().item() == pytest.approx(1.0)
 
 
@@ -88,19 +88,19 @@ def test_finetune_row_spec_is_a_document_mask():
         samples.append(FinetuneSample(input_ids=ids, labels=ids, placeholder_start=1,
                                       encoder_chunks=[np.arange(8)], encoder_indices=[np.arange(p)], ratio=4))
     batch = collate_finetune_packed(samples, pad_id=0, multiple=4)
-    width, bounds = batch["lm_input_ids"].shape[1], np.cumsum([0, 9, 5, 12])
+    width, bounds = batch.inputs.lm_input_ids.shape[1], np.cumsum([0, 9, 5, 12])
     allowed = np.eye(width, dtype=bool)
     for a, b in zip(bounds[:-1], bounds[1:]):
         allowed[a:b, a:b] = np.tril(np.ones((b - a, b - a), dtype=bool))
     _check(batch, allowed, bounds[-1])
     # The encoder row: three chunks of 8 tokens, each its own causal document from position 0.
-    enc_spec, enc_pos = batch["enc_attention_mask"], batch["enc_position_ids"][0]
+    enc_spec, enc_pos = batch.inputs.enc_attention_mask, batch.inputs.enc_position_ids[0]
     enc_allowed = np.eye(24, dtype=bool)
     for a in (0, 8, 16):
         enc_allowed[a:a + 8, a:a + 8] = np.tril(np.ones((8, 8), dtype=bool))
     assert torch.equal(dense_masked(enc_spec)[0, 0], torch.from_numpy(~enc_allowed))
     assert enc_pos.tolist() == list(range(8)) * 3
-    assert batch["enc_gather_index"].tolist() == [0, 1, 8, 16, 17, 18]  # indices 0..p-1 of each chunk
+    assert batch.inputs.enc_gather_index.tolist() == [0, 1, 8, 16, 17, 18]  # indices 0..p-1 of each chunk
 
 
 def test_dense_masks_are_not_specs():

@@ -4,15 +4,8 @@ Data flow (first stage): encoder(enc_input_ids) -> gather rows at enc_gather_ind
 overwrite LM word embeddings at splice_index -> frozen LM -> per-token loss (last stage).
 Shapes: B/Be batch, S/Se sequence, H hidden, P spliced rows.
 
-Batch keys (torch tensors):
-  enc_input_ids [Be, Se] long, enc_position_ids [Be, Se], enc_attention_mask None or bool
-  [Be, 1, Se, Se] (True = masked), enc_gather_index [P] long: flat row b*Se+s of the encoder output;
-  lm_input_ids [B, S], lm_position_ids [B, S], lm_attention_mask None, bool [B, 1, S, S] or a
-  packed-row spec long [B, 2, S] (models/packed_mask.py),
-  splice_index [P] long: flat row b*S+s of the LM input receiving the i-th gathered state;
-  labels [B, S] long, already shifted (labels[b, t] is predicted at t), -100 = ignore.
-P may be 0 (the encoder is then skipped). Every stage needs lm_position_ids and
-lm_attention_mask; the first stage the enc_* keys, lm_input_ids and splice_index; the last labels.
+The inputs are a ModelInputs (training/micro_batch.py, which gives every field's shape and
+meaning). P may be 0 (the encoder is then skipped).
 """
 from __future__ import annotations
 
@@ -26,9 +19,7 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import CompressiveEncoder
 from acerag_megatron.models.frozen_lm import FrozenLM
 from acerag_megatron.models.megatron_config import transformer_config
-
-BATCH_KEYS = ("enc_input_ids", "enc_position_ids", "enc_attention_mask", "enc_gather_index",
-              "lm_input_ids", "lm_position_ids", "lm_attention_mask", "splice_index", "labels")
+from acerag_megatron.training.micro_batch import ModelInputs
 
 
 class CompressiveModel(MegatronModule):
@@ -55,35 +46,35 @@ class CompressiveModel(MegatronModule):
         """Receive the previous pipeline stage's output (called by Megatron's schedules)."""
         self.lm.set_input_tensor(input_tensor)
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        """Run this stage on a packed micro-batch.
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """Run this stage on a micro-batch's model inputs.
 
         Args:
-            batch: tensors keyed as in BATCH_KEYS (meanings in the module docstring).
+            inputs: the micro-batch's tensors, on this stage's device; a stage reads only its part.
 
         Returns:
             Last stage: per-token loss [B, S] float32 (0 where labels == -100); otherwise the
             hidden states [S, B, H] for the next stage.
         """
-        decoder_input = self.spliced_embeddings(batch) if self.pre_process else None
-        return self.lm(position_ids=batch["lm_position_ids"], attention_mask=batch.get("lm_attention_mask"),
-                       decoder_input=decoder_input, labels=batch["labels"] if self.post_process else None)
+        decoder_input = self.spliced_embeddings(inputs) if self.pre_process else None
+        return self.lm(position_ids=inputs.lm_position_ids, attention_mask=inputs.lm_attention_mask,
+                       decoder_input=decoder_input, labels=inputs.labels if self.post_process else None)
 
-    def spliced_embeddings(self, batch: dict) -> torch.Tensor:
+    def spliced_embeddings(self, inputs: ModelInputs) -> torch.Tensor:
         """LM input embeddings with encoder states written at the placeholder rows.
 
         Returns:
             [S, B, H] ([S/tp, B, H] under sequence parallelism), differentiable w.r.t. the
             encoder only.
         """
-        ids_BS = batch["lm_input_ids"]
-        words_SBH = self.lm.embed(ids_BS, batch["lm_position_ids"])
-        splice_P = batch["splice_index"]
+        ids_BS = inputs.lm_input_ids
+        words_SBH = self.lm.embed(ids_BS, inputs.lm_position_ids)
+        splice_P = inputs.splice_index
         if splice_P.numel() == 0:
             return self._keep_graph(words_SBH)
-        enc_SBH = self.encoder(batch["enc_input_ids"], batch["enc_position_ids"], batch.get("enc_attention_mask"))
+        enc_SBH = self.encoder(inputs.enc_input_ids, inputs.enc_position_ids, inputs.enc_attention_mask)
         hidden = enc_SBH.shape[-1]
-        rows_PH = enc_SBH.transpose(0, 1).reshape(-1, hidden)[batch["enc_gather_index"]]
+        rows_PH = enc_SBH.transpose(0, 1).reshape(-1, hidden)[inputs.enc_gather_index]
         return splice_rows(words_SBH, rows_PH, splice_P, seq_length=ids_BS.shape[1],
                            seq_offset=self._local_seq_offset(words_SBH))
 

@@ -122,7 +122,7 @@ def run_benchmark(model: str, mode: str, seq_len: int | None, steps: int, warmup
         # What the caching allocator held at most: the figure that decides whether a run fits a GPU.
         reserved = torch.cuda.max_memory_reserved() / 2**30 if trainer.device.device == "cuda" else None
         mb = trainer._step_microbatches()[0]
-        estimate = trainer.memory_estimate(mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(),
+        estimate = trainer.memory_estimate(mb.inputs.lm_input_ids.numel(), mb.inputs.enc_input_ids.numel(),
                                            predicted_tokens(mb))
         # Profiled after the timed steps so the profiler's overhead stays out of the figures.
         profile = step_profile.profile_steps(trainer.train_step, profile_steps, trainer.device.device == "cuda") \
@@ -203,7 +203,7 @@ def _microbatch_counts(sample, args) -> tuple[int, int, int]:
         mb = (collate_window_packed if args.window_impl == "packed" else collate_window)(sample, 0)
     else:
         mb = collate_finetune([sample] * args.per_device_train_batch_size, 0)
-    return int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()), predicted_tokens(mb)
+    return int(mb.inputs.lm_input_ids.numel()), int(mb.inputs.enc_input_ids.numel()), predicted_tokens(mb)
 
 
 def run_workload(model: str, mode: str, lengths: np.ndarray, source: str, min_length: int, max_length: int,

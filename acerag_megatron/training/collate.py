@@ -1,4 +1,4 @@
-"""Samples -> one model micro-batch (the tensor contract of CompressiveModel.forward).
+"""Samples -> one MicroBatch (training/micro_batch.py: the model's inputs and the loss's accounting).
 
 Window mode uses the batched form of the reference's per-window loop: one LM row per
 predicted window k (memory placeholders for Z_0..Z_{k-1}, then the raw tokens of window k),
@@ -31,6 +31,7 @@ import torch
 
 from acerag_megatron import IGNORE_INDEX, PRETRAIN_PLACEHOLDER_TOKEN_ID
 from acerag_megatron.models.packed_mask import allowed_pairs, packed_mask
+from acerag_megatron.training.micro_batch import Accounting, MicroBatch, ModelInputs
 
 
 
@@ -62,9 +63,9 @@ class _Rows:
         return row * max(self.width, 1) + np.asarray(pos, dtype=np.int64)
 
 
-def predicted_tokens(batch: dict) -> int:
+def predicted_tokens(batch: MicroBatch) -> int:
     """Positions of a micro-batch with a target."""
-    return int((batch["labels"] != IGNORE_INDEX).sum())
+    return int((batch.inputs.labels != IGNORE_INDEX).sum())
 
 
 def _indices(parts: list[np.ndarray]) -> torch.Tensor:
@@ -73,7 +74,7 @@ def _indices(parts: list[np.ndarray]) -> torch.Tensor:
 
 
 def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarray],
-          labels: list[np.ndarray], weights: list[float], num_samples: int, scale: float) -> dict:
+          labels: list[np.ndarray], weights: list[float], num_samples: int, scale: float) -> MicroBatch:
     """Common tail of the row collators: shifted labels, per-token weights, flat indices."""
     ids = lm.ids()
     lab = torch.full_like(ids, IGNORE_INDEX)
@@ -84,27 +85,17 @@ def _pack(lm: _Rows, enc: _Rows, gather: list[np.ndarray], splice: list[np.ndarr
         lab[b, : n - 1] = torch.from_numpy(row_labels[1:].astype(np.int64))
         wts[b, : n - 1] = w
     wts[lab == IGNORE_INDEX] = 0.0
-    return {
-        "enc_input_ids": enc.ids(),
-        "enc_position_ids": enc.positions(),
-        "enc_attention_mask": None,
-        "enc_gather_index": _indices(gather),
-        "lm_input_ids": ids,
-        "lm_position_ids": lm.positions(),
-        "lm_attention_mask": None,
-        "splice_index": _indices(splice),
-        "labels": lab,
-        "loss_weight": wts,
-        "report_group": torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids).contiguous(),
-        "num_samples": num_samples,
-        "loss_scale": scale,
-        "enc_real_lengths": [len(r) for r in enc.rows],
-        "lm_real_lengths": [len(r) for r in lm.rows],
-    }
+    return MicroBatch(
+        ModelInputs(enc_input_ids=enc.ids(), enc_position_ids=enc.positions(), enc_attention_mask=None,
+                    enc_gather_index=_indices(gather), lm_input_ids=ids, lm_position_ids=lm.positions(),
+                    lm_attention_mask=None, splice_index=_indices(splice), labels=lab),
+        Accounting(loss_weight=wts, loss_scale=scale, num_samples=num_samples,
+                   report_group=torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids).contiguous(),
+                   enc_real_lengths=[len(r) for r in enc.rows], lm_real_lengths=[len(r) for r in lm.rows]))
 
 
-def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
-    """One window-mode document (a WindowSample) -> micro-batch dict (batched per-window loop)."""
+def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> MicroBatch:
+    """One window-mode document (a WindowSample) -> one micro-batch (batched per-window loop)."""
     tokens = np.asarray(sample.tokens, dtype=np.int64)
     enc = _Rows([tokens[s:e] for s, e in sample.groups], pad_id, multiple)
     z_rows = _window_selection_rows(sample, enc)
@@ -123,8 +114,8 @@ def collate_window(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -
     return _pack(lm, enc, gather, splice, labels, [scale / max(valid, 1)] * len(labels), 1, scale)
 
 
-def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
-    """A list of FinetuneSamples -> one micro-batch dict (one LM row per sample)."""
+def collate_finetune(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> MicroBatch:
+    """A list of FinetuneSamples -> one micro-batch (one LM row per sample)."""
     enc_rows, enc_idx, lm_rows, labels, weights = [], [], [], [], []
     for smp in samples:
         for chunk, idx in zip(smp.encoder_chunks, smp.encoder_indices):
@@ -197,12 +188,12 @@ def _window_row(sample, enc: _Rows, first_row: int) -> dict:
                 c_len=c_len, windows=len(windows))
 
 
-def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+def collate_window_packed(sample, pad_id: int, scale: float = 1.0, multiple: int = 1) -> MicroBatch:
     """One window-mode document -> a single packed LM row with the block mask (see module doc)."""
     return collate_window_packed_docs([sample], pad_id, scale, multiple)
 
 
-def collate_window_packed_docs(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+def collate_window_packed_docs(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> MicroBatch:
     """Window-mode documents -> ONE LM row of their packed rows back to back: each document's
     segments are its own and its windows' prefixes start where the document does, so no
     document sees another and each computes what its own row computes. Encoder groups of all
@@ -233,27 +224,19 @@ def collate_window_packed_docs(samples, pad_id: int, scale: float = 1.0, multipl
         wts[span] = np.where(valid, scale / max(int(valid.sum()), 1), 0.0)
         splice.append(at + np.arange(d["c_len"]))
         at, segment_base, group_base = at + n, segment_base + d["windows"] + 1, group_base + d["windows"]
-    return {
-        "enc_input_ids": enc.ids(),
-        "enc_position_ids": enc.positions(),
-        "enc_attention_mask": None,
-        "enc_gather_index": _indices([d["mem"] for d in docs]),
-        "lm_input_ids": torch.from_numpy(ids).unsqueeze(0),
-        "lm_position_ids": torch.from_numpy(pos).unsqueeze(0),
-        "lm_attention_mask": packed_mask(segment, prefix_end, prefix_start),
-        "splice_index": _indices(splice),
-        "labels": torch.from_numpy(lab).unsqueeze(0),
-        "loss_weight": torch.from_numpy(wts).unsqueeze(0),
-        "report_group": torch.from_numpy(group).unsqueeze(0),
-        "num_samples": len(samples),
-        "loss_scale": scale,
-        "enc_real_lengths": [len(r) for r in enc.rows],
-        "lm_real_lengths": [total],
-        "lm_attention_pairs": allowed_pairs(segment[:total], prefix_end[:total], prefix_start[:total]),
-    }
+    return MicroBatch(
+        ModelInputs(enc_input_ids=enc.ids(), enc_position_ids=enc.positions(), enc_attention_mask=None,
+                    enc_gather_index=_indices([d["mem"] for d in docs]),
+                    lm_input_ids=torch.from_numpy(ids).unsqueeze(0), lm_position_ids=torch.from_numpy(pos).unsqueeze(0),
+                    lm_attention_mask=packed_mask(segment, prefix_end, prefix_start), splice_index=_indices(splice),
+                    labels=torch.from_numpy(lab).unsqueeze(0)),
+        Accounting(loss_weight=torch.from_numpy(wts).unsqueeze(0), loss_scale=scale, num_samples=len(samples),
+                   report_group=torch.from_numpy(group).unsqueeze(0),
+                   enc_real_lengths=[len(r) for r in enc.rows], lm_real_lengths=[total],
+                   lm_attention_pairs=allowed_pairs(segment[:total], prefix_end[:total], prefix_start[:total])))
 
 
-def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> dict:
+def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: int = 1) -> MicroBatch:
     """Several FinetuneSamples -> ONE LM row and ONE encoder row, each with a document mask (no
     padding between samples or chunks).
 
@@ -282,24 +265,14 @@ def collate_finetune_packed(samples, pad_id: int, scale: float = 1.0, multiple: 
         p = sum(len(ix) for ix in smp.encoder_indices)
         splice.append(at + smp.placeholder_start + np.arange(p))
     lengths = [len(s.input_ids) for s in samples]
-    return {
-        "enc_input_ids": enc_ids,
-        "enc_position_ids": enc_pos,
-        "enc_attention_mask": enc_mask,
-        "enc_gather_index": _indices([s + idx for s, idx in zip(enc_starts, chunk_idx)]),
-        "lm_input_ids": ids,
-        "lm_position_ids": pos,
-        "lm_attention_mask": mask,
-        "splice_index": _indices(splice),
-        "labels": lab.unsqueeze(0),
-        "loss_weight": wts.unsqueeze(0),
-        "report_group": group.unsqueeze(0),
-        "num_samples": len(samples),
-        "loss_scale": scale,
-        "enc_real_lengths": [len(c) for c in chunks],
-        "lm_real_lengths": lengths,
-        "lm_attention_pairs": sum(n * (n + 1) // 2 for n in lengths),
-    }
+    return MicroBatch(
+        ModelInputs(enc_input_ids=enc_ids, enc_position_ids=enc_pos, enc_attention_mask=enc_mask,
+                    enc_gather_index=_indices([s + idx for s, idx in zip(enc_starts, chunk_idx)]),
+                    lm_input_ids=ids, lm_position_ids=pos, lm_attention_mask=mask, splice_index=_indices(splice),
+                    labels=lab.unsqueeze(0)),
+        Accounting(loss_weight=wts.unsqueeze(0), loss_scale=scale, num_samples=len(samples),
+                   report_group=group.unsqueeze(0), enc_real_lengths=[len(c) for c in chunks],
+                   lm_real_lengths=lengths, lm_attention_pairs=sum(n * (n + 1) // 2 for n in lengths)))
 
 
 def _document_row(docs, pad_id: int, multiple: int):

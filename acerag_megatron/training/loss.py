@@ -11,18 +11,24 @@ from __future__ import annotations
 import torch
 
 from acerag_megatron import IGNORE_INDEX
+from acerag_megatron.training.micro_batch import MicroBatch
 
 
 def loss_scale(num_microbatches: int, dp_size: int, global_samples: int) -> float:
     return num_microbatches * dp_size / global_samples
 
 
-def make_loss_func(batch: dict):
-    """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage)."""
-    scale = batch["loss_scale"]
-    weights = batch["loss_weight"]
-    mask = (batch["labels"] != IGNORE_INDEX).float()
-    groups = batch["report_group"]
+def make_loss_func(batch: MicroBatch):
+    """Return Megatron's loss_func for one micro-batch (called on the last pipeline stage).
+
+    The weights, the target mask and the report groups stay where the collator built them
+    (MicroBatch.inputs alone goes to the device) and follow the loss to its device here.
+    """
+    acc = batch.accounting
+    scale = acc.loss_scale
+    weights = acc.loss_weight
+    mask = (batch.inputs.labels != IGNORE_INDEX).float()
+    groups = acc.report_group
 
     def loss_func(per_token_loss: torch.Tensor):
         ce = per_token_loss.float()
@@ -38,6 +44,6 @@ def make_loss_func(batch: dict):
         counts = torch.zeros(n, device=ce.device).index_add_(0, group, m.reshape(-1))
         group_loss = sums / counts.clamp(min=1)
         return loss, {"sample_mean_sum": sample_mean_sum, "row_loss": group_loss,
-                      "num_samples": torch.tensor(float(batch["num_samples"]))}
+                      "num_samples": torch.tensor(float(acc.num_samples))}
 
     return loss_func

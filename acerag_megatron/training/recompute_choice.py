@@ -56,7 +56,7 @@ def longest_micro_batch(args) -> MicroBatchShape:
                                      encoder_max_length=args.encoder_max_length, comp_candidates=args.comp_candidates,
                                      method="stride", rng=_SmallestRatio())
         mb = collate_window_packed(sample, 0)
-        longest = MicroBatchShape(int(mb["lm_input_ids"].numel()), int(mb["enc_input_ids"].numel()),
+        longest = MicroBatchShape(int(mb.inputs.lm_input_ids.numel()), int(mb.inputs.enc_input_ids.numel()),
                                   predicted_tokens(mb))
         if args.max_tokens_per_micro_batch > longest.lm_tokens:
             # Packed documents fill the budget; a document's encoder tokens never exceed its LM tokens.

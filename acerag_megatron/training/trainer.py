@@ -31,6 +31,7 @@ from acerag_megatron.training.data_setup import build_dataset, resolve_prefixes
 from acerag_megatron.training.flops import FORMULA, step_flops
 from acerag_megatron.training.loss import loss_scale, make_loss_func
 from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice, size
+from acerag_megatron.training.micro_batch import MicroBatch
 from acerag_megatron.training.optimizer_step import step_if_finite
 from acerag_megatron.training.recompute_choice import choose_recompute, fit_ladder, longest_micro_batch
 from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
@@ -205,7 +206,7 @@ class Trainer:
                 "tokens; allocator overhead not included")
 
     # ------------------------------------------------------------------ data
-    def _step_microbatches(self) -> list[dict]:
+    def _step_microbatches(self) -> list[MicroBatch]:
         """This rank's micro-batches for the next step (its share of one global batch)."""
         a = self.args
         # Sequence parallelism splits sequences over TP ranks: pad widths to a multiple of TP.
@@ -233,12 +234,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _forward_step(self, data_iterator, model):
-        batch = next(data_iterator)
-        dev = self.device.device
-        inputs = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return model(inputs), make_loss_func(inputs)
+        batch: MicroBatch = next(data_iterator)
+        return model(batch.inputs.to(self.device.device, non_blocking=True)), make_loss_func(batch)
 
-    def _microbatches(self) -> list[dict]:
+    def _microbatches(self) -> list[MicroBatch]:
         mbs = self._next_mbs.result() if self._next_mbs is not None else self._step_microbatches()
         if self.step + 1 < self.total_steps:
             self._next_mbs = self._collator.submit(self._step_microbatches)
@@ -255,24 +254,24 @@ class Trainer:
         except torch.cuda.OutOfMemoryError as e:
             raise SystemExit(f"error: out of GPU memory at step {self.step + 1}: {self._oom_advice(mbs)}") from e
 
-    def _oom_advice(self, mbs: list[dict]) -> str:
+    def _oom_advice(self, mbs: list[MicroBatch]) -> str:
         """The memory estimate of the largest micro-batch, and a recompute choice that fits."""
         a = self.args
-        mb = max(mbs, key=lambda m: m["lm_input_ids"].numel() + m["enc_input_ids"].numel())
-        counts = (mb["lm_input_ids"].numel(), mb["enc_input_ids"].numel(), predicted_tokens(mb))
+        mb = max(mbs, key=lambda m: m.inputs.lm_input_ids.numel() + m.inputs.enc_input_ids.numel())
+        counts = (mb.inputs.lm_input_ids.numel(), mb.inputs.enc_input_ids.numel(), predicted_tokens(mb))
         capacity = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
         current = (a.recompute_lm, a.recompute_encoder)
         advice = fit_advice(lambda lm, enc: self.memory_estimate(*counts, recompute_lm=lm, recompute_encoder=enc),
                             capacity, current, ladder=fit_ladder(self.device.use_te))
         return f"micro-batch of {counts[0]} LM and {counts[1]} encoder tokens; {advice}"
 
-    def _train_step(self, mbs: list[dict], t0: float) -> dict:
+    def _train_step(self, mbs: list[MicroBatch], t0: float) -> dict:
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         reduced = get_forward_backward_func()(
             forward_step_func=self._forward_step, data_iterator=iter(mbs), model=[self.ddp],
-            num_microbatches=len(mbs), seq_length=max(mb["lm_input_ids"].shape[1] for mb in mbs),
-            micro_batch_size=mbs[0]["lm_input_ids"].shape[0], forward_only=False)
+            num_microbatches=len(mbs), seq_length=max(mb.inputs.lm_input_ids.shape[1] for mb in mbs),
+            micro_batch_size=mbs[0].inputs.lm_input_ids.shape[0], forward_only=False)
         stats = self._reduce_stats(reduced)
         grad_norm, lr = float("nan"), self.optimizer.param_groups[0]["lr"]
         # Every rank holds the same reduced loss and gradient norm, so all skip together.
@@ -312,14 +311,15 @@ class Trainer:
             out["window_loss"] = [round(float(x), 4) for x in t[2:] if float(x) != 0.0]
         return out
 
-    def _throughput(self, mbs: list[dict], dt: float) -> dict:
+    def _throughput(self, mbs: list[MicroBatch], dt: float) -> dict:
         flops, enc_tokens, lm_tokens = 0.0, 0, 0
         for mb in mbs:
-            enc_tokens += sum(mb["enc_real_lengths"])
-            lm_tokens += sum(mb["lm_real_lengths"])
+            acc = mb.accounting
+            enc_tokens += sum(acc.enc_real_lengths)
+            lm_tokens += sum(acc.lm_real_lengths)
             flops += step_flops(self.lm_arch, self.enc_arch, self.args.encoder_num_hidden_layers,
-                                mb["enc_real_lengths"], mb["lm_real_lengths"], predicted_tokens(mb),
-                                mb.get("lm_attention_pairs"))
+                                acc.enc_real_lengths, acc.lm_real_lengths, predicted_tokens(mb),
+                                acc.lm_attention_pairs)
         t = torch.tensor([enc_tokens, lm_tokens, flops], dtype=torch.float64, device=self.device.device)
         slowest = t[2:].clone()
         dist.all_reduce(t, group=ps.get_data_parallel_group())

@@ -21,14 +21,11 @@ from acerag_megatron.device import _te_importable, resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
 from acerag_megatron.training.collate import collate_window_packed  # noqa: E402
+from acerag_megatron.training.micro_batch import ModelInputs  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role, compare_with_hf  # noqa: E402
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  # noqa: E402
 from tests.workers.models_single import ENC_LAYERS, splice_batch  # noqa: E402
-from tests.workers.train_packing_equivalence import _reference_loop_batches  # noqa: E402
-
-
-def on_cuda(batch: dict) -> dict:
-    return {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in batch.items()}
+from tests.workers.train_packing_equivalence import _reference_loop_batches, weighted  # noqa: E402
 
 
 def compressive_model(path: str, dtype: torch.dtype, device_info):
@@ -40,12 +37,13 @@ def compressive_model(path: str, dtype: torch.dtype, device_info):
     return model
 
 
-def loss_and_grads(model, batches: list[dict]) -> tuple[float, torch.Tensor]:
-    """Σ over batches of Σ(weight x per-token CE) and the encoder gradient (float32, flattened)."""
+def loss_and_grads(model, batches: list[tuple[ModelInputs, torch.Tensor]]) -> tuple[float, torch.Tensor]:
+    """Σ over (inputs, weights) pairs of Σ(weight x per-token CE) and the encoder gradient
+    (float32, flattened)."""
     model.zero_grad(set_to_none=True)
     total = 0.0
-    for b in map(on_cuda, batches):
-        loss = (model(b).float() * b["loss_weight"]).sum()
+    for inputs, weight in batches:
+        loss = (model(inputs.to("cuda")).float() * weight.cuda()).sum()
         loss.backward()
         total += float(loss)
     return total, torch.cat([p.grad.float().reshape(-1) for p in model.encoder.parameters()])
@@ -54,8 +52,8 @@ def loss_and_grads(model, batches: list[dict]) -> tuple[float, torch.Tensor]:
 def splice_loss(path: str, dtype: torch.dtype, device_info) -> tuple[torch.Tensor, torch.Tensor]:
     model = compressive_model(path, dtype, device_info)
     batch = splice_batch()
-    batch["loss_weight"] = (batch["labels"] != -100).float() / float((batch["labels"] != -100).sum())
-    loss, grads = loss_and_grads(model, [batch])
+    weight = (batch.labels != -100).float() / float((batch.labels != -100).sum())
+    loss, grads = loss_and_grads(model, [(batch, weight)])
     return torch.tensor(loss), grads
 
 
@@ -76,7 +74,7 @@ def window_packed_vs_loop(path: str, device_info, name: str) -> None:
         smp = build_window_sample(rng.integers(3, VOCAB, size=length), window=64, encoder_max_length=128,
                                   comp_candidates=[1, 2, 4, 8], method=method, rng=rng)
         ref_loss, ref_grad = loss_and_grads(model, _reference_loop_batches(smp))
-        loss, grad = loss_and_grads(model, [collate_window_packed(smp, 0, 1.0)])
+        loss, grad = loss_and_grads(model, weighted([collate_window_packed(smp, 0, 1.0)]))
         worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
         worst_cos = min(worst_cos, cosine(grad, ref_grad))
     report(f"gpu_{name}_window_packed_vs_loop_loss_rel", worst_loss)

@@ -23,6 +23,7 @@ from acerag_megatron.models.compressive_model import build_compressive_model  # 
 from acerag_megatron.models.rope import rotary_for_positions  # noqa: E402
 from acerag_megatron.tiny.models import make_tiny_hf_model  # noqa: E402
 from acerag_megatron.training.memory_estimate import activation_bytes  # noqa: E402
+from acerag_megatron.training.micro_batch import ModelInputs  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role  # noqa: E402
 from acerag_megatron.weights.export import export_encoder_hf, export_lm_hf  # noqa: E402
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm  # noqa: E402
@@ -93,33 +94,33 @@ def tensors_mismatch(expected: dict, actual: dict) -> float:
     return float(max((expected[k] != actual[k]).sum().item() for k in expected))
 
 
-def splice_batch(seed: int = 5) -> dict:
+def splice_batch(seed: int = 5) -> ModelInputs:
     """Two encoder rows, two LM rows; 6 encoder states spliced at LM placeholders."""
     g = torch.Generator().manual_seed(seed)
     enc_ids = torch.randint(3, VOCAB, (2, 12), generator=g)
     lm_ids = torch.randint(3, VOCAB, (2, 16), generator=g)
     labels = torch.randint(0, VOCAB, (2, 16), generator=g)
     labels[:, :5] = -100
-    return {
-        "enc_input_ids": enc_ids, "enc_position_ids": torch.arange(12).expand(2, -1).contiguous(),
-        "enc_attention_mask": None, "enc_gather_index": torch.tensor([3, 7, 11, 12 + 5, 12 + 11, 12 + 2]),
-        "lm_input_ids": lm_ids, "lm_position_ids": torch.arange(16).expand(2, -1).contiguous(),
-        "lm_attention_mask": None, "splice_index": torch.tensor([2, 3, 4, 16 + 1, 16 + 2, 16 + 3]),
-        "labels": labels,
-    }
+    return ModelInputs(
+        enc_input_ids=enc_ids, enc_position_ids=torch.arange(12).expand(2, -1).contiguous(),
+        enc_attention_mask=None, enc_gather_index=torch.tensor([3, 7, 11, 12 + 5, 12 + 11, 12 + 2]),
+        lm_input_ids=lm_ids, lm_position_ids=torch.arange(16).expand(2, -1).contiguous(),
+        lm_attention_mask=None, splice_index=torch.tensor([2, 3, 4, 16 + 1, 16 + 2, 16 + 3]),
+        labels=labels,
+    )
 
 
-def reference_splice_loss(path: str, batch: dict):
+def reference_splice_loss(path: str, batch: ModelInputs):
     """The same computation with transformers: HF encoder states written into inputs_embeds."""
     hf = AutoModelForCausalLM.from_pretrained(path).eval()
     hf.requires_grad_(False)
     hf_enc = AutoModel.from_pretrained(path, num_hidden_layers=ENC_LAYERS).eval()
-    states = hf_enc(input_ids=batch["enc_input_ids"]).last_hidden_state
-    rows = states.reshape(-1, states.shape[-1])[batch["enc_gather_index"]]
-    embeds = hf.model.embed_tokens(batch["lm_input_ids"])
-    flat = embeds.reshape(-1, embeds.shape[-1]).index_put((batch["splice_index"],), rows)
+    states = hf_enc(input_ids=batch.enc_input_ids).last_hidden_state
+    rows = states.reshape(-1, states.shape[-1])[batch.enc_gather_index]
+    embeds = hf.model.embed_tokens(batch.lm_input_ids)
+    flat = embeds.reshape(-1, embeds.shape[-1]).index_put((batch.splice_index,), rows)
     logits = hf(inputs_embeds=flat.view_as(embeds)).logits
-    loss = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100, reduction="none")
+    loss = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=-100, reduction="none")
     return loss, hf_enc
 
 
@@ -139,7 +140,8 @@ def splice_checks(path: str) -> None:
                                         - hf_enc.embed_tokens.weight.grad).abs().max())
     report("encoder_norm_grad_vs_hf", (model.encoder.decoder.final_layernorm.weight.grad
                                        - hf_enc.norm.weight.grad).abs().max())
-    empty = dict(batch, enc_gather_index=torch.zeros(0, dtype=torch.long), splice_index=torch.zeros(0, dtype=torch.long))
+    empty = dataclasses.replace(batch, enc_gather_index=torch.zeros(0, dtype=torch.long),
+                                splice_index=torch.zeros(0, dtype=torch.long))
     model.zero_grad()
     no_splice = model(empty)
     no_splice.sum().backward()  # must not fail although nothing trainable is used
@@ -149,7 +151,7 @@ def splice_checks(path: str) -> None:
     report("no_splice_encoder_grad_abs", max(float(p.grad.abs().max()) for p in model.encoder.parameters()
                                              if p.grad is not None))
     with torch.no_grad():
-        plain = model.lm(input_ids=batch["lm_input_ids"], position_ids=batch["lm_position_ids"], labels=batch["labels"])
+        plain = model.lm(input_ids=batch.lm_input_ids, position_ids=batch.lm_position_ids, labels=batch.labels)
     report("no_splice_vs_plain_lm", (no_splice - plain).abs().max())
 
 
@@ -320,8 +322,8 @@ def whole_model_saved_bytes(paths: dict) -> None:
     (encoder, splice, frozen LM, head loss) saves for its backward, per recompute choice."""
     device = resolve_device("sdpa", "on")
     batch = splice_batch()
-    enc_tokens, lm_tokens = batch["enc_input_ids"].numel(), batch["lm_input_ids"].numel()
-    predicted = int((batch["labels"] != -100).sum())
+    enc_tokens, lm_tokens = batch.enc_input_ids.numel(), batch.lm_input_ids.numel()
+    predicted = int((batch.labels != -100).sum())
     for fam, path in paths.items():
         arch = ModelArch.from_hf(path)
         for name, (enc_rc, lm_rc) in {"none": ("none", "none"), "mlp": ("mlp", "mlp"),

@@ -19,24 +19,31 @@ from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.data.finetune import build_finetune_sample
 from acerag_megatron.training.collate import (collate_finetune, collate_finetune_packed, collate_window,
                                               collate_window_packed, collate_window_packed_docs)
+from acerag_megatron.training.micro_batch import MicroBatch, ModelInputs
 from acerag_megatron.weights.load import load_hf_into_encoder, load_hf_into_lm
 from tests.workers.models_common import DEVICE, VOCAB, init, report, tiny_models
 
 
-def _loss_and_grads(model, batches):
-    """Σ over batches of Σ(weight x per-token CE); encoder grads accumulated over all of them."""
+def weighted(batches: list[MicroBatch]) -> list[tuple[ModelInputs, torch.Tensor]]:
+    """(model inputs, loss weights) of each micro-batch, the pairs _loss_and_grads reads."""
+    return [(b.inputs, b.accounting.loss_weight) for b in batches]
+
+
+def _loss_and_grads(model, batches: list[tuple[ModelInputs, torch.Tensor]]):
+    """Σ over (inputs, weights) pairs of Σ(weight x per-token CE); encoder grads accumulated over all of them."""
     model.zero_grad(set_to_none=True)
     total = 0.0
-    for b in batches:
-        loss = (model(b) * b["loss_weight"]).sum()
+    for inputs, weight in batches:
+        loss = (model(inputs) * weight).sum()
         loss.backward()
         total += float(loss)
     grads = torch.cat([p.grad.reshape(-1) for p in model.encoder.parameters()])
     return total, grads.clone()
 
 
-def _reference_loop_batches(sample):
-    """One single-row batch per window, built directly from the WindowSample (no collator)."""
+def _reference_loop_batches(sample) -> list[tuple[ModelInputs, torch.Tensor]]:
+    """One single-row (inputs, loss weights) pair per window, built directly from the WindowSample
+    (no collator)."""
     tokens = torch.from_numpy(np.asarray(sample.tokens, dtype=np.int64))
     width = max(e - s for s, e in sample.groups)
     enc = torch.zeros(len(sample.groups), width, dtype=torch.long)
@@ -53,13 +60,12 @@ def _reference_loop_batches(sample):
         n = len(ids)
         shifted = torch.full((1, n), -100, dtype=torch.long)
         shifted[0, :-1] = torch.from_numpy(labels[1:])
-        out.append({
-            "enc_input_ids": enc, "enc_position_ids": torch.arange(width).expand_as(enc).contiguous(),
-            "enc_attention_mask": None, "enc_gather_index": torch.tensor(mem, dtype=torch.long),
-            "lm_input_ids": torch.from_numpy(ids).unsqueeze(0), "lm_position_ids": torch.arange(n).unsqueeze(0),
-            "lm_attention_mask": None, "splice_index": torch.arange(len(mem)), "labels": shifted,
-            "loss_weight": (shifted != -100).float() / valid,
-        })
+        out.append((ModelInputs(
+            enc_input_ids=enc, enc_position_ids=torch.arange(width).expand_as(enc).contiguous(),
+            enc_attention_mask=None, enc_gather_index=torch.tensor(mem, dtype=torch.long),
+            lm_input_ids=torch.from_numpy(ids).unsqueeze(0), lm_position_ids=torch.arange(n).unsqueeze(0),
+            lm_attention_mask=None, splice_index=torch.arange(len(mem)), labels=shifted,
+        ), (shifted != -100).float() / valid))
     return out
 
 
@@ -83,7 +89,7 @@ def main(workdir: str):
                                       method=method, rng=rng)
             ref_loss, ref_grad = _loss_and_grads(model, _reference_loop_batches(smp))
             for name, collate in (("batched", collate_window), ("packed", collate_window_packed)):
-                loss, grad = _loss_and_grads(model, [collate(smp, 0, 1.0)])
+                loss, grad = _loss_and_grads(model, weighted([collate(smp, 0, 1.0)]))
                 worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
                 worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
                 print(f"{fam} {method} L={length} {name}: loss {loss:.8f} ref {ref_loss:.8f}", flush=True)
@@ -106,8 +112,8 @@ def _window_documents_packing(model):
     docs = [build_window_sample(rng.integers(3, VOCAB, size=n), window=64, encoder_max_length=128,
                                 comp_candidates=[1, 2, 4, 8], method="random", rng=rng) for n in (420, 130, 257)]
     n = len(docs)
-    ref_loss, ref_grad = _loss_and_grads(model, [collate_window_packed(d, 0, 1.0 / n) for d in docs])
-    loss, grad = _loss_and_grads(model, [collate_window_packed_docs(docs, 0, 1.0 / n)])
+    ref_loss, ref_grad = _loss_and_grads(model, weighted([collate_window_packed(d, 0, 1.0 / n) for d in docs]))
+    loss, grad = _loss_and_grads(model, weighted([collate_window_packed_docs(docs, 0, 1.0 / n)]))
     print(f"window documents packed: loss {loss:.8f} one-by-one {ref_loss:.8f}", flush=True)
     return abs(loss - ref_loss) / abs(ref_loss), float((grad - ref_grad).norm() / ref_grad.norm())
 
@@ -128,10 +134,10 @@ def _finetune_packing(model):
     """Mean over samples of token means: one-by-one vs padded rows vs one packed row."""
     samples = _finetune_samples(np.random.default_rng(7))
     n = len(samples)
-    ref_loss, ref_grad = _loss_and_grads(model, [collate_finetune([s], 0, 1.0 / n) for s in samples])
+    ref_loss, ref_grad = _loss_and_grads(model, weighted([collate_finetune([s], 0, 1.0 / n) for s in samples]))
     worst_loss, worst_grad = 0.0, 0.0
     for name, collate in (("rows", collate_finetune), ("packed", collate_finetune_packed)):
-        loss, grad = _loss_and_grads(model, [collate(samples, 0, 1.0 / n)])
+        loss, grad = _loss_and_grads(model, weighted([collate(samples, 0, 1.0 / n)]))
         worst_loss = max(worst_loss, abs(loss - ref_loss) / abs(ref_loss))
         worst_grad = max(worst_grad, float((grad - ref_grad).norm() / ref_grad.norm()))
         print(f"finetune {name}: loss {loss:.8f} one-by-one {ref_loss:.8f}", flush=True)

@@ -24,9 +24,9 @@ ENC_LAYERS = 2
 
 
 def megatron_logits(model, sample) -> torch.Tensor:
-    batch = collate_finetune([sample], pad_id=0)
-    embeds = model.spliced_embeddings(batch)
-    logits = model.lm(position_ids=batch["lm_position_ids"], attention_mask=None, decoder_input=embeds)
+    inputs = collate_finetune([sample], pad_id=0).inputs
+    embeds = model.spliced_embeddings(inputs)
+    logits = model.lm(position_ids=inputs.lm_position_ids, attention_mask=None, decoder_input=embeds)
     return logits[0, : len(sample.input_ids)].float()
 
 
