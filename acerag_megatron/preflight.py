@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from acerag_megatron.cli.spellings import BothSpellingsMixin
 from acerag_megatron.models.arch import ModelArch
 
 # The fields a model's weights are laid out by (all but the depth).
@@ -29,8 +30,9 @@ def fail(message: str):
     raise SystemExit(f"error: {message}")
 
 
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose mistakes end as one `error: <flag>: <cause>` line instead of usage text."""
+class OneLineErrorParser(BothSpellingsMixin, argparse.ArgumentParser):
+    """argparse whose mistakes end as one `error: <flag>: <cause>` line instead of usage text; every
+    long option is also accepted in its other spelling (`--a_b` / `--a-b`)."""
 
     def error(self, message: str):
         fail(message.removeprefix("argument "))

@@ -94,3 +94,39 @@ def test_recompute_specs():
     assert parse_args(base + ["--gradient_checkpointing"]).recompute == "full"
     with pytest.raises(SystemExit, match="--recompute_lm: .*'mlp,attention'"):
         parse_args(base + ["--recompute_lm", "mlp,attention"])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_seed_spellings_parse_as_hf_argument_parser_does(script, tmp_path):
+    from transformers import HfArgumentParser
+
+    parser = build_parser()
+    assert isinstance(parser, HfArgumentParser)
+    argv = _command_of(script, tmp_path)
+    (plain,) = HfArgumentParser(TrainArguments).parse_args_into_dataclasses(argv, look_for_args_file=False)
+    assert vars(parse_args(argv)) == vars(plain)
+
+
+def test_hf_semantics_choices_switches_lists():
+    base = ["--language_model_name_or_path", "m", "--data_files", "a.json", "b.json", "--output_dir", "o"]
+    a = parse_args(base + ["--window_mode", "--bf16", "--overlap_grad_reduce", "false", "--comp_candidates", "4"])
+    assert a.window_mode and a.bf16 is True and a.overlap_grad_reduce is False and a.fused_optimizer is None
+    assert a.data_files == ["a.json", "b.json"] and a.comp_candidates == [4]
+    assert "--save_strategy {epoch,steps,no}" in build_parser().format_help()
+    with pytest.raises(SystemExit, match=r"^error: --save_strategy: invalid choice: 'weekly'"):
+        parse_args(base + ["--save_strategy", "weekly"])
+    with pytest.raises(SystemExit, match=r"^error: unrecognized arguments: --nonsense 1$"):
+        parse_args(base + ["--nonsense", "1"])
+
+
+def test_hyphen_spellings_are_the_same_flags():
+    underscores = parse_args(["--language_model_name_or_path", "m", "--data_files", "a.json", "--output_dir", "o",
+                              "--per_device_train_batch_size", "2", "--gradient_checkpointing"])
+    hyphens = parse_args(["--language-model-name-or-path", "m", "--data-files", "a.json", "--output-dir", "o",
+                          "--per-device-train-batch-size", "2", "--gradient-checkpointing"])
+    assert vars(hyphens) == vars(underscores)
+    shown = build_parser().format_help()
+    assert "--data_files" in shown and "--data-files" not in shown  # one spelling documented
+    with pytest.raises(SystemExit, match=r"^error: --logging_steps: invalid int value: 'x'$"):
+        parse_args(["--language-model-name-or-path", "m", "--data-files", "a.json", "--output-dir", "o",
+                    "--logging-steps", "x"])

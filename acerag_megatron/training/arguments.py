@@ -1,27 +1,38 @@
 """Command-line surface of `acerag_megatron.train_compressive_encoder`.
 
-The flat flags of AceRAG's training document keep their names and meanings (HfArgumentParser
-style: `--window_mode True`, `--gradient_checkpointing` bare or with a value); Megatron's
-parallelism and trainer flags come on top. One dataclass is the source of truth: every field
-is a flag, its `help` metadata is the flag's help text.
+The flat flags of AceRAG's training document keep their names and meanings; Megatron's
+parallelism and trainer flags come on top. One dataclass is the source of truth, parsed by
+transformers' HfArgumentParser as AceRAG's own scripts parse theirs: every field is a flag
+(also spelled with hyphens), its `help` metadata is the flag's help text, `--window_mode True`
+and a bare `--gradient_checkpointing` both work, lists take several values, Literal fields
+list their choices.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, get_args, get_origin
+from typing import Literal, Optional
 
-from acerag_megatron.device import COMPILED_KERNELS
+from transformers import HfArgumentParser
+
+from acerag_megatron.device import ATTENTION_BACKENDS, COMPILED_KERNELS
 from acerag_megatron.models.recompute import recompute_modules
 from acerag_megatron.preflight import OneLineErrorParser
 
 
 def _help(text: str, **kw):
     return field(metadata={"help": text}, **kw)
+
+
+def _optional_switch(text: str):
+    """An Optional[bool] flag defaulting to None (decided later) that may also be given bare.
+
+    HfArgumentParser makes a bare flag mean True only for a bool with a default; the metadata
+    reaches argparse as is, so nargs/const here give this one the same spellings.
+    """
+    return field(metadata={"help": text, "nargs": "?", "const": True}, default=None)
 
 
 @dataclass(kw_only=True)
@@ -39,14 +50,16 @@ class TrainArguments:
     lm_max_length: int = _help("LM token budget used by finetune truncation.", default=4096)
     encoder_max_length: int = _help("Maximum encoder sequence (group / chunk) length.", default=4096)
     comp_candidates: list[int] = _help("Compression ratios drawn from.", default_factory=lambda: [1, 2, 4, 8])
-    pretraining_down_scaling_method: str = _help("Index selection in window mode: stride|random.", default="stride")
-    down_scaling_method: str = _help("Index selection in finetuning: stride|random|terminal.", default="stride")
+    pretraining_down_scaling_method: Literal["stride", "random"] = _help("Index selection in window mode.",
+                                                                         default="stride")
+    down_scaling_method: Literal["stride", "random", "terminal"] = _help("Index selection in finetuning.",
+                                                                         default="stride")
     data_files: list[str] = _help("Raw JSON/JSONL files (preprocessed into a cache) or preprocessed prefixes.",
                                   default_factory=list)
     data_splits: list[float] = _help("Per-file fraction of train_num_per_data (METHOD §5).", default_factory=list)
     train_num_per_data: Optional[int] = _help("Target sample count per file before splits.", default=None)
     output_dir: str = _help("Run folder: checkpoint-N/, metrics.jsonl, config.json.")
-    save_strategy: str = _help("epoch | steps | no.", default="epoch")
+    save_strategy: Literal["epoch", "steps", "no"] = _help("When to save a checkpoint.", default="epoch")
     save_steps: float = _help("With save_strategy steps: every N steps, or a fraction (<1) of total steps.",
                               default=500)
     stage: str = _help("pt (pretraining) or ft (finetuning); informational, window_mode decides the algorithm.",
@@ -84,15 +97,17 @@ class TrainArguments:
     recompute_encoder: Optional[str] = _help("Recompute spec for the trainable encoder (default: --recompute).",
                                              default=None)
     recompute_lm: Optional[str] = _help("Recompute spec for the frozen LM (default: --recompute).", default=None)
-    attention_backend: str = _help("auto | flex | sdpa | te | flash | unfused.", default="auto")
-    compiled_kernels: str = _help("auto | on | off: SwiGLU, RoPE and RMSNorm as torch.compile'd fused kernels "
-                                  "(auto: on for a GPU without Transformer Engine).", default="auto")
-    overlap_grad_reduce: Optional[bool] = _help("Reduce gradient buckets over data parallel ranks during the backward "
-                                                "(default: on when data parallel).", default=None)
-    fused_optimizer: Optional[bool] = _help("torch's fused AdamW kernel instead of its foreach implementation "
-                                            "(default: on for GPU).", default=None)
-    use_distributed_optimizer: Optional[bool] = _help("Shard optimizer state over data parallel ranks.", default=None)
-    bf16: Optional[bool] = _help("bf16 weights with fp32 main params (default: on for GPU, off on CPU).", default=None)
+    attention_backend: Literal[ATTENTION_BACKENDS] = _help("Attention kernel (auto: the best this machine has).",
+                                                           default="auto")
+    compiled_kernels: Literal[COMPILED_KERNELS] = _help("SwiGLU, RoPE and RMSNorm as torch.compile'd fused kernels "
+                                                        "(auto: on for a GPU without Transformer Engine).",
+                                                        default="auto")
+    overlap_grad_reduce: Optional[bool] = _optional_switch("Reduce gradient buckets over data parallel ranks during "
+                                                           "the backward (default: on when data parallel).")
+    fused_optimizer: Optional[bool] = _optional_switch("torch's fused AdamW kernel instead of its foreach "
+                                                       "implementation (default: on for GPU).")
+    use_distributed_optimizer: Optional[bool] = _optional_switch("Shard optimizer state over data parallel ranks.")
+    bf16: Optional[bool] = _optional_switch("bf16 weights with fp32 main params (default: on for GPU, off on CPU).")
     weight_decay: float = _help("AdamW weight decay.", default=0.0)
     warmup_ratio: float = _help("Linear warm-up fraction of total steps.", default=0.1)
     max_grad_norm: float = _help("Gradient clipping.", default=1.0)
@@ -110,8 +125,9 @@ class TrainArguments:
         "micro-batch: finetune samples behind a document mask, window-mode documents each behind its own "
         "block mask (0: finetune per_device_train_batch_size padded rows, one document per window-mode "
         "micro-batch).", default=0)
-    window_impl: str = _help("Window mode: packed (one LM pass with a block mask) or loop (one LM row per "
-                             "window, the reference formulation).", default="packed")
+    window_impl: Literal["packed", "loop"] = _help("Window mode: packed (one LM pass with a block mask) or loop "
+                                                   "(one LM row per window, the reference formulation).",
+                                                   default="packed")
     sort_pretrain_random_indices: bool = _help("Sort window-mode random indices (reference keeps them unsorted).",
                                                default=False)
     group_by_length: bool = _help("Length-grouped global batches: within mega-batches, samples of similar estimated "
@@ -209,45 +225,31 @@ def deepspeed_zero_stage(path: Optional[str]) -> int:
     return int(cfg.get("zero_optimization", {}).get("stage", 0))
 
 
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "y", "t"):
-        return True
-    if s in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+class TrainArgumentParser(OneLineErrorParser, HfArgumentParser):
+    """HfArgumentParser over TrainArguments whose mistakes end as one `error: <flag>: <cause>` line."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse parser generated from TrainArguments (one flag per field)."""
-    p = OneLineErrorParser(
-        prog="python -m acerag_megatron.train_compressive_encoder",
+def build_parser() -> TrainArgumentParser:
+    """The trainer's parser: one flag per TrainArguments field, as HfArgumentParser makes it."""
+    return TrainArgumentParser(
+        TrainArguments, prog="python -m acerag_megatron.train_compressive_encoder",
         description="Train an AceRAG compressive encoder against a frozen LM on Megatron-core.",
+        # A mistyped flag is refused rather than taken as the start of another one.
         allow_abbrev=False)
-    for f in dataclasses.fields(TrainArguments):
-        tp = f.type if not isinstance(f.type, str) else eval(f.type, globals())  # noqa: S307 (own annotations)
-        base, required = tp, f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if get_origin(tp) is Optional or type(None) in get_args(tp):
-            base = next(a for a in get_args(tp) if a is not type(None))
-        kw = dict(help=f.metadata.get("help"), required=required)
-        if base is bool:
-            kw.update(type=str2bool, nargs="?", const=True)
-        elif get_origin(base) is list:
-            kw.update(type=get_args(base)[0], nargs="+")
-        else:
-            kw.update(type=base)
-        p.add_argument(f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, **kw)
-    return p
 
 
 def parse_args(argv=None) -> TrainArguments:
-    ns = build_parser().parse_args(argv)
+    """argv (default sys.argv[1:]) -> TrainArguments; a user mistake ends as one `error:` line."""
+    parser = build_parser()
     try:
-        return TrainArguments(**vars(ns))
-    except ValueError as e:
+        # No `<script>.args` file is read: the command line alone says what a run does.
+        args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True,
+                                                           look_for_args_file=False)
+    except ValueError as e:  # TrainArguments.__post_init__
         raise SystemExit(f"error: {e}")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def notes_for(args: TrainArguments) -> list[str]:
