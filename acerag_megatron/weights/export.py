@@ -22,6 +22,7 @@ from acerag_megatron.weights.load import megatron_tensors
 from acerag_megatron.weights.mapping import REPLICATED, hf_names, match, megatron_shards_to_hf
 
 MAX_SHARD_BYTES = 5 * 1024**3
+SAFETENSORS_PATTERN = "model{suffix}.safetensors"
 _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
@@ -52,30 +53,43 @@ def gather_hf_tensors(module, arch: ModelArch, prefix: str, dtype: torch.dtype) 
     return out
 
 
-def _split_by_size(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    files, current, size = [], {}, 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if current and size + nbytes > MAX_SHARD_BYTES:
-            files.append(current)
-            current, size = {}, 0
-        current[name] = tensor
-        size += nbytes
-    files.append(current)
-    return files
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
-def _write_stage_files(tensors: dict[str, torch.Tensor], folder: Path, stage: int, num_stages: int) -> dict[str, str]:
-    """Write one stage's tensors; returns the weight map (tensor name -> file name)."""
+def shard_plan(tensors: dict[str, torch.Tensor], max_shard_size: int | str) -> list[list[str]]:
+    """huggingface_hub's split of tensors into files of at most max_shard_size (a bigger tensor
+    gets a file of its own); returns the tensor names of each file, in file order.
+
+    Sized per tensor, with no storage sharing: these tensors are distinct weights (a tied head is
+    dropped before), but some are views into a larger buffer (Megatron's contiguous parameter
+    buffer, the vocab table cut from its padded rows), which split_torch_state_dict_into_shards
+    would size by the whole buffer and take for tied weights.
+    """
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    split = split_state_dict_into_shards_factory(
+        tensors, get_storage_size=_nbytes, get_storage_id=lambda _: None,
+        filename_pattern=SAFETENSORS_PATTERN, max_shard_size=max_shard_size)
+    return [list(names) for names in split.filename_to_tensors.values()]
+
+
+def shard_file_name(index: int, total: int) -> str:
+    """huggingface_hub's name of file `index` (0-based) of `total`: model.safetensors when alone."""
+    return SAFETENSORS_PATTERN.format(suffix="" if total == 1 else f"-{index + 1:05d}-of-{total:05d}")
+
+
+def _write_shards(tensors: dict[str, torch.Tensor], plan: list[list[str]], folder: Path,
+                  first: int, total: int) -> dict[str, str]:
+    """Write one stage's files, numbered from `first` among `total` files of the whole model;
+    returns the weight map (tensor name -> file name)."""
     from safetensors.torch import save_file
 
-    parts = _split_by_size(tensors)
     weight_map = {}
-    for k, part in enumerate(parts):
-        single = num_stages == 1 and len(parts) == 1
-        file_name = "model.safetensors" if single else f"model-stage{stage:02d}-{k:05d}.safetensors"
-        save_file(part, str(folder / file_name), metadata={"format": "pt"})
-        weight_map.update({name: file_name for name in part})
+    for k, names in enumerate(plan):
+        file_name = shard_file_name(first + k, total)
+        save_file({name: tensors[name] for name in names}, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update({name: file_name for name in names})
     return weight_map
 
 
@@ -91,8 +105,10 @@ def _hf_config(source: str, architecture: str, num_layers: int | None, dtype: to
     return config
 
 
-def _export_stages(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype) -> Path:
-    """World-collective export where every pipeline stage writes its own files."""
+def _export_stages(module, arch: ModelArch, out_dir, *, prefix: str, config: dict, dtype: torch.dtype,
+                   max_shard_size: int | str) -> Path:
+    """World-collective export where every pipeline stage writes its own files: each stage splits
+    its tensors with huggingface_hub, and the files are numbered across stages in stage order."""
     out_dir = Path(out_dir)
     rank = dist.get_rank()
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
@@ -100,26 +116,40 @@ def _export_stages(module, arch: ModelArch, out_dir, *, prefix: str, config: dic
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    weight_map: dict[str, str] = {}
     tensors = gather_hf_tensors(module, arch, prefix, dtype)
-    if parallel_state.get_tensor_model_parallel_rank() == 0 and parallel_state.get_data_parallel_rank() == 0:
-        weight_map = _write_stage_files(tensors, tmp, parallel_state.get_pipeline_model_parallel_rank(),
-                                        parallel_state.get_pipeline_model_parallel_world_size())
+    stage = parallel_state.get_pipeline_model_parallel_rank()
+    writer = parallel_state.get_tensor_model_parallel_rank() == 0 and parallel_state.get_data_parallel_rank() == 0
+    plan = shard_plan(tensors, max_shard_size) if writer else []
+    counts = [None] * dist.get_world_size()
+    dist.all_gather_object(counts, (stage, len(plan)) if writer else None)
+    per_stage = dict(c for c in counts if c is not None)
+    weight_map: dict[str, str] = {}
+    if writer:
+        first = sum(n for s, n in per_stage.items() if s < stage)
+        weight_map = _write_shards(tensors, plan, tmp, first, sum(per_stage.values()))
     maps = [None] * dist.get_world_size()
-    dist.all_gather_object(maps, weight_map)
+    dist.all_gather_object(maps, (weight_map, _sizes(tensors)) if writer else None)
     if rank == 0:
-        _write_index_and_config(tmp, {k: v for m in maps for k, v in m.items()}, config)
+        stages = [m for m in maps if m is not None]
+        merged = {k: v for m, _ in stages for k, v in m.items()}
+        totals = [sum(col) for col in zip(*(sizes for _, sizes in stages))]
+        _write_index_and_config(tmp, merged, totals, config)
         replace_dir(tmp, out_dir)
     dist.barrier()
     return out_dir
 
 
-def _write_index_and_config(folder: Path, weight_map: dict[str, str], config: dict) -> None:
-    files = set(weight_map.values())
-    if files != {"model.safetensors"}:
-        total = sum((folder / f).stat().st_size for f in files)
-        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+def _sizes(tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(bytes, parameters) of a set of tensors, for the index metadata."""
+    return sum(map(_nbytes, tensors.values())), sum(t.numel() for t in tensors.values())
+
+
+def _write_index_and_config(folder: Path, weight_map: dict[str, str], sizes: tuple[int, int], config: dict) -> None:
+    """config.json, and the index json transformers' save_pretrained writes when there are several files."""
+    if len(set(weight_map.values())) > 1:
+        total_size, total_parameters = sizes
+        index = {"metadata": {"total_parameters": total_parameters, "total_size": total_size}, "weight_map": weight_map}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     write_hf_config(config, folder)
 
 
@@ -137,7 +167,7 @@ def _copy_tokenizer(source: str, folder: Path, *, required: bool) -> None:
 
 
 def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, tokenizer_from: str | None = None,
-                      dtype: torch.dtype = torch.bfloat16) -> Path:
+                      dtype: torch.dtype = torch.bfloat16, max_shard_size: int | str | None = None) -> Path:
     """Write the encoder as a bare LlamaModel / Qwen3Model folder loadable by AutoModel, with a tokenizer.
 
     Collective over the encoder's TP group only: call it on every rank of the first pipeline
@@ -152,6 +182,9 @@ def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, tokenizer_from: 
             inputs are LM token ids); it must hold a tokenizer. None: those of hf_config_from, if any
             (a config-only source, such as an encoder exported without one, gives none).
         dtype: dtype of the written weights.
+        max_shard_size: bytes (or "5GB" as huggingface_hub reads it) per safetensors file;
+            None: MAX_SHARD_BYTES. Above it the weights go to model-0000k-of-0000N.safetensors
+            files with a model.safetensors.index.json.
 
     Raises:
         ValueError: tokenizer_from holds no tokenizer files.
@@ -166,16 +199,22 @@ def export_encoder_hf(encoder, out_dir, *, hf_config_from: str, tokenizer_from: 
         tmp = out_dir.parent / f".{out_dir.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        weight_map = _write_stage_files(tensors, tmp, stage=0, num_stages=1)
-        _write_index_and_config(tmp, weight_map, config)
+        plan = shard_plan(tensors, MAX_SHARD_BYTES if max_shard_size is None else max_shard_size)
+        weight_map = _write_shards(tensors, plan, tmp, 0, len(plan))
+        _write_index_and_config(tmp, weight_map, _sizes(tensors), config)
         _copy_tokenizer(tokenizer_from or hf_config_from, tmp, required=tokenizer_from is not None)
         replace_dir(tmp, out_dir)
     dist.barrier(group=parallel_state.get_tensor_model_parallel_group())
     return out_dir
 
 
-def export_lm_hf(lm, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16) -> Path:
-    """Write the full LM (gathered over TP and PP) as a *ForCausalLM folder. Collective."""
+def export_lm_hf(lm, out_dir, *, hf_config_from: str, dtype: torch.dtype = torch.bfloat16,
+                 max_shard_size: int | str | None = None) -> Path:
+    """Write the full LM (gathered over TP and PP) as a *ForCausalLM folder. Collective.
+
+    max_shard_size is as for export_encoder_hf; each pipeline stage writes its own files (a file
+    never spans two stages), numbered across stages in stage order."""
     architecture = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[lm.arch.family]
     config = _hf_config(hf_config_from, architecture, lm.arch.num_layers, dtype) if dist.get_rank() == 0 else None
-    return _export_stages(lm, lm.arch, out_dir, prefix="model.", config=config, dtype=dtype)
+    return _export_stages(lm, lm.arch, out_dir, prefix="model.", config=config, dtype=dtype,
+                          max_shard_size=MAX_SHARD_BYTES if max_shard_size is None else max_shard_size)
