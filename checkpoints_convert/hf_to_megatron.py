@@ -7,12 +7,6 @@ the same tensors back bit for bit. Run (the checkpoint reshards on load, so any 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python checkpoints_convert/X.py): make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from checkpoints_convert._cli import add_output_args, add_parallel_args, check_parallel, finish, make_parser, run, start
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -33,7 +27,7 @@ def preflight(args) -> None:
                      overwrite=args.overwrite, tool="hf_to_megatron")
 
 
-def main(argv=None) -> None:
+def convert(argv) -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--hf-path", required=True, help="HF folder or hub id (offline: must be cached)")
     add_output_args(parser, "torch_dist")
@@ -53,5 +47,11 @@ def main(argv=None) -> None:
     finish()
 
 
+def main(argv=None) -> None:
+    """Console script and `-m` entry: argv (default sys.argv[1:]); a user mistake ends as one `error:` line
+    from rank 0."""
+    run(convert, argv)
+
+
 if __name__ == "__main__":
-    run(main)
+    main()

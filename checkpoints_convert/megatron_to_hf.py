@@ -11,12 +11,6 @@ Run:
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python checkpoints_convert/X.py): make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from checkpoints_convert._cli import add_output_args, add_parallel_args, check_parallel, finish, make_parser, run, start
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -40,7 +34,7 @@ def preflight(args) -> None:
                      is_earlier_output=is_megatron_to_hf_output, overwrite=args.overwrite, tool="megatron_to_hf")
 
 
-def main(argv=None) -> None:
+def convert(argv) -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--megatron-path", required=True, help="torch_dist checkpoint folder")
     add_output_args(parser, "HF")
@@ -60,5 +54,11 @@ def main(argv=None) -> None:
     finish()
 
 
+def main(argv=None) -> None:
+    """Console script and `-m` entry: argv (default sys.argv[1:]); a user mistake ends as one `error:` line
+    from rank 0."""
+    run(convert, argv)
+
+
 if __name__ == "__main__":
-    run(main)
+    main()

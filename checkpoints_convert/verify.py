@@ -8,10 +8,6 @@ Exits 1 when the difference exceeds --tolerance. Run:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if not __package__:  # run as a file (python checkpoints_convert/X.py): make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from checkpoints_convert._cli import add_parallel_args, check_parallel, finish, make_parser, run, start
 
@@ -37,7 +33,7 @@ def preflight(args) -> None:
         fail(f"--seq-length {args.seq_length}: must be >= 1")
 
 
-def main(argv=None) -> None:
+def check(argv) -> None:
     parser = make_parser(__doc__)
     parser.add_argument("--hf-path", required=True, help="reference HF folder")
     parser.add_argument("--megatron-path", required=True, help="torch_dist checkpoint (hf_to_megatron or trainer)")
@@ -64,5 +60,11 @@ def main(argv=None) -> None:
     sys.exit(0 if ok else 1)
 
 
+def main(argv=None) -> None:
+    """Console script and `-m` entry: argv (default sys.argv[1:]); a user mistake ends as one `error:` line
+    from rank 0."""
+    run(check, argv)
+
+
 if __name__ == "__main__":
-    run(main)
+    main()
