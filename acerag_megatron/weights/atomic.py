@@ -41,10 +41,25 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(folder))
 
 
+def temp_path(path: Path) -> Path:
+    """The temporary name a write of path goes through: `.<name>.tmp-<host>-<pid>` beside it
+    (hidden, and a stale one tells which host and process left it)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file onto path, its content fsynced before and the folder after."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
 def write_file(path: Path, data: bytes | str) -> None:
     """Write path atomically: readers see the old content or the new, never a partial file."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
