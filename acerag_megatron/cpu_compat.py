@@ -2,7 +2,8 @@
 
 Megatron hard-codes CUDA in a few places (device strings, the CUDA RNG tracker, type names,
 synchronize). These patches (S1-S4, S6 of the feasibility study) remap them to CPU. They are
-applied once per process, before any model is built, and only when no GPU is used.
+applied once per process, before any model is built, and only when no GPU is used: by
+process_setup.prepare_process(), the one caller.
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The hardware seam: decides CUDA vs CPU, NCCL vs gloo, Transformer Engine vs local spec and
-the attention backend, and applies the CPU compatibility patches when no GPU is used.
+"""The hardware seam: decides CUDA vs CPU, NCCL vs gloo, Transformer Engine vs local spec, the
+attention backend and compiled kernels. Deciding changes nothing: resolve_device() only probes
+what is importable and whether a GPU is present. What a decision asks of the process (the CPU
+compatibility patches, the compiled RoPE route) is applied by process_setup.prepare_process().
 
 Attention is decided per kind of row. Plain causal rows (no mask) may run on any backend,
 Transformer Engine's fused attention included. Masked rows (packed windows' block masks,
@@ -116,7 +118,7 @@ def resolve_device(attention_backend: str = "auto", compiled_kernels: str = "off
         compiled_kernels: 'auto' (on for a GPU with Triton and the local spec), 'on' or 'off'.
 
     Returns:
-        The resolved DeviceInfo. On CPU the megatron-core compatibility patches are applied.
+        The resolved DeviceInfo; nothing is patched (see process_setup.prepare_process()).
 
     Raises:
         ValueError: for an unknown backend or one that this machine cannot run.
@@ -129,16 +131,8 @@ def resolve_device(attention_backend: str = "auto", compiled_kernels: str = "off
     # torch.compile also works on CPU (C++ codegen, what the tests check) but gains little there.
     compile_on = compiled_kernels == "on" or (compiled_kernels == "auto" and cuda and _triton_available())
     compile_on = compile_on and not use_te
-    if compile_on:
-        from acerag_megatron.models.rope import use_compiled_rope
-
-        use_compiled_rope()
     from megatron.core import package_info
 
-    if not cuda:
-        from acerag_megatron.cpu_compat import apply_cpu_compat
-
-        apply_cpu_compat()
     return DeviceInfo(device="cuda" if cuda else "cpu", dist_backend="nccl" if cuda else "gloo",
                       use_te=use_te, attention_backend=resolved, megatron_core=package_info.__version__,
                       compiled_kernels=compile_on)

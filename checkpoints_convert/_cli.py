@@ -46,11 +46,13 @@ def start(args):
     """Resolve the device and initialise parallel state; returns the DeviceInfo."""
     from acerag_megatron.device import resolve_device
     from acerag_megatron.parallel import initialize_parallel
+    from acerag_megatron.process_setup import prepare_process
 
     import transformers
 
     transformers.logging.set_verbosity_error()
     device = resolve_device()
+    prepare_process(device)
     initialize_parallel(args.tp, args.pp, seed=0, device=device)
     return device
 

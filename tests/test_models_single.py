@@ -122,7 +122,10 @@ def test_single_process_without_torchrun():
     code = ("from acerag_megatron.device import resolve_device\n"
             "from acerag_megatron.parallel import initialize_parallel, destroy_parallel\n"
             "import torch.distributed as dist\n"
-            "initialize_parallel(1, 1, 0, resolve_device())\n"
+            "from acerag_megatron.process_setup import prepare_process\n"
+            "device = resolve_device()\n"
+            "prepare_process(device)\n"
+            "initialize_parallel(1, 1, 0, device)\n"
             "print('world', dist.get_world_size(), dist.get_backend())\n"
             "destroy_parallel(process_group=True)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}

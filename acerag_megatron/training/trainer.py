@@ -20,6 +20,7 @@ from acerag_megatron.models.recompute import check_layer_support
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
 from acerag_megatron.parallel import destroy_parallel, initialize_parallel
 from acerag_megatron.preflight import read_arch
+from acerag_megatron.process_setup import describe_process_setup, prepare_process
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
 from acerag_megatron.training.build import build_model, build_optimizer, use_fused_adamw, wrap_ddp
 from acerag_megatron.training.checkpoint import (fail, latest_checkpoint, load_checkpoint, read_train_state, remove_stale_files,
@@ -52,6 +53,7 @@ class Trainer:
     def __init__(self, args: TrainArguments, *, dataset=None, archs=None, load_weights: bool = True):
         self.args = args
         self.device = resolve_device(args.attention_backend, args.compiled_kernels)
+        self.process_setup = prepare_process(self.device)
         for flag in ("recompute_encoder", "recompute_lm"):
             try:
                 check_layer_support(flag, getattr(args, flag), self.device.use_te)
@@ -148,6 +150,7 @@ class Trainer:
             "acerag_megatron: compressive encoder training",
             f"  mode           {mode} (stage {a.stage})",
             f"  device         {self.device.describe()}",
+            f"  process setup  {describe_process_setup(self.process_setup, self.device)}",
             f"  parallelism    world {dist.get_world_size()} = TP {a.tensor_model_parallel_size} x "
             f"PP {a.pipeline_model_parallel_size} x DP {self.dp}; SP {a.sequence_parallel}",
             f"  precision      {'bf16 (fp32 main params)' if a.bf16 else 'fp32'}; recompute encoder {a.recompute_encoder}, "

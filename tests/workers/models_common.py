@@ -12,11 +12,13 @@ import transformers  # noqa: E402
 
 from acerag_megatron.device import resolve_device  # noqa: E402
 from acerag_megatron.parallel import initialize_parallel  # noqa: E402
+from acerag_megatron.process_setup import prepare_process  # noqa: E402
 from acerag_megatron.tiny.models import make_tiny_hf_model  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 DEVICE = resolve_device()
+prepare_process(DEVICE)
 VOCAB = 131  # not divisible by 2: exercises vocab padding at TP=2
 
 

@@ -20,6 +20,7 @@ from acerag_megatron.data.window import build_window_sample  # noqa: E402
 from acerag_megatron.device import _te_importable, resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
+from acerag_megatron.process_setup import prepare_process  # noqa: E402
 from acerag_megatron.training.collate import collate_window_packed  # noqa: E402
 from acerag_megatron.training.micro_batch import ModelInputs  # noqa: E402
 from acerag_megatron.weights.convert import build_for_role, compare_with_hf  # noqa: E402
@@ -127,6 +128,7 @@ def main() -> None:
     eager_loss, eager_grad = splice_loss(qwen, torch.float32, local)
     # Compiling reroutes Megatron's RoPE for the rest of the process: eager runs come first.
     compiled = resolve_device("flex", "on")
+    prepare_process(compiled)
     comp_loss, comp_grad = splice_loss(qwen, torch.float32, compiled)
     report("gpu_compiled_vs_eager_loss_rel", abs(float(comp_loss - eager_loss)) / abs(float(eager_loss)))
     report("gpu_compiled_vs_eager_grad_rel", rel(comp_grad, eager_grad))

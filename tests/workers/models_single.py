@@ -18,6 +18,7 @@ from transformers import AutoModel, AutoModelForCausalLM  # noqa: E402
 
 from acerag_megatron.device import resolve_device  # noqa: E402
 from acerag_megatron.models.arch import ModelArch  # noqa: E402
+from acerag_megatron.process_setup import prepare_process  # noqa: E402
 from acerag_megatron.weights import export as export_module  # noqa: E402
 from acerag_megatron.models.compressive_model import build_compressive_model  # noqa: E402
 from acerag_megatron.models.rope import rotary_for_positions  # noqa: E402
@@ -261,11 +262,18 @@ def recompute_modes(path: str) -> None:
         report(f"recompute_{name}_grad", (results[name][1] - results["none"][1]).abs().max())
 
 
+def compiled_device():
+    """The CPU device with compiled kernels, its RoPE route applied (process-wide from here on)."""
+    device = resolve_device("sdpa", "on")
+    prepare_process(device)
+    return device
+
+
 def compiled_kernels(path: str) -> None:
     """Compiled SwiGLU and RoPE give the eager loss and encoder gradients (run last: routing
     Megatron's RoPE through the compiled kernel is process-wide)."""
     results = {}
-    for name, device in (("eager", DEVICE), ("compiled", resolve_device("sdpa", "on"))):
+    for name, device in (("eager", DEVICE), ("compiled", compiled_device())):
         model = loaded_model(path, device)
         loss = model(splice_batch())
         loss.sum().backward()
@@ -291,7 +299,7 @@ def saved_activations() -> None:
         num_attention_heads=heads, num_key_value_heads=groups, head_dim=d, rms_norm_eps=1e-6, rope_theta=1e4,
         tie_word_embeddings=False, max_position_embeddings=1024), source="saved-activations")
     model = build_compressive_model(arch, arch, 1, tp=1, pp=1, sequence_parallel=False, params_dtype=torch.float32,
-                                    device=resolve_device("sdpa", "on"))
+                                    device=compiled_device())
     frozen_need = 2 * hidden + hidden + 2 * groups * d + hidden + 2 * ffn
     need = {"lm": frozen_need, "encoder": frozen_need + 2 * hidden + ffn}
     slack = {"lm": 2 * d + heads + 4, "encoder": 2 * d + heads + 4 + hidden}
@@ -320,7 +328,7 @@ def saved_activations() -> None:
 def whole_model_saved_bytes(paths: dict) -> None:
     """training/memory_estimate.py's activation bytes against what a whole model forward
     (encoder, splice, frozen LM, head loss) saves for its backward, per recompute choice."""
-    device = resolve_device("sdpa", "on")
+    device = compiled_device()
     batch = splice_batch()
     enc_tokens, lm_tokens = batch.enc_input_ids.numel(), batch.lm_input_ids.numel()
     predicted = int((batch.labels != -100).sum())
