@@ -135,7 +135,8 @@ class TrainArguments:
                                   "epoch, other order).", default=False)
     group_by_length_megabatch: int = _help("Global batches per mega-batch that --group_by_length sorts within.",
                                            default=50)
-    report_to: list[str] = _help("Extra metric sinks: tensorboard, wandb (when installed).", default_factory=list)
+    report_to: list[str] = _help("Metric sinks, as transformers' report_to: tensorboard, wandb, all (those installed) "
+                                 "or none (the default).", default_factory=list)
 
     def __post_init__(self):
         self._check_ranges()

@@ -1,49 +1,32 @@
-"""What the user sees: start-up summary, a rank-0 progress bar with ETA, metrics JSONL,
-and optional TensorBoard / W&B sinks when those packages are installed."""
+"""What the user sees: start-up summary, a rank-0 tqdm progress bar of steps, metrics JSONL and
+lines, and the --report_to sinks (TensorBoard, W&B; see metric_sinks)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from acerag_megatron.training.metric_sinks import open_sinks, resolve_report_to
 from acerag_megatron.weights.atomic import write_file
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 class Reporter:
-    """Rank-0 reporting; other ranks get a silent instance (enabled=False)."""
+    """Rank-0 reporting; other ranks get a silent instance (enabled=False).
 
-    def __init__(self, output_dir: str, total_steps: int, enabled: bool, report_to=()):
+    Every rank resolves report_to, so a bad value stops all of them at the same point.
+    """
+
+    def __init__(self, output_dir: str, total_steps: int, enabled: bool, report_to=(), config: dict | None = None):
         self.enabled = enabled
         self.total = total_steps
-        self.t0 = time.time()
         self.start_step = 0
         self._trimmed = False
-        self.sinks = []
+        self._bar = None
         self.metrics_path = Path(output_dir) / "metrics.jsonl"
-        if not enabled:
-            return
-        if "tensorboard" in report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.sinks.append(("tb", SummaryWriter(str(Path(output_dir) / "tensorboard"))))
-            except ImportError:
-                print("note: tensorboard not installed; --report_to tensorboard ignored", flush=True)
-        if "wandb" in report_to:
-            try:
-                import wandb
-                wandb.init(project=os.environ.get("WANDB_PROJECT", "acerag_megatron"), dir=output_dir)
-                self.sinks.append(("wandb", wandb))
-            except ImportError:
-                print("note: wandb not installed; --report_to wandb ignored", flush=True)
+        names = resolve_report_to(report_to)
+        self.sinks = open_sinks(names, output_dir, config or {}) if enabled else []
 
     def summary(self, lines: list[str]):
         if self.enabled:
@@ -51,21 +34,16 @@ class Reporter:
             print("=" * width + "\n" + "\n".join(lines) + "\n" + "=" * width, flush=True)
 
     def progress(self, step: int, loss: float | None = None):
-        """Single-line progress bar with ETA (redrawn in place on a terminal)."""
+        """Advance the step bar (on stderr, as transformers' Trainer shows it; opened at the first
+        step, after the summary, counting from the step a resumed run starts at)."""
         if not self.enabled:
             return
-        done = step - self.start_step
-        elapsed = time.time() - self.t0
-        eta = elapsed / done * (self.total - step) if done else 0.0
-        frac = step / max(self.total, 1)
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        msg = f"[{bar}] {step}/{self.total} {_fmt_time(elapsed)}<{_fmt_time(eta)}"
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, initial=self.start_step, unit="step", dynamic_ncols=True,
+                             file=sys.stderr)
         if loss is not None:
-            msg += f" loss {loss:.4f}"
-        end = "\r" if sys.stderr.isatty() and step < self.total else "\n"
-        if end == "\n" and step % max(1, self.total // 20) and step != self.total:
-            return  # not a terminal: print ~20 lines per run, not one per step
-        print(msg, end=end, file=sys.stderr, flush=True)
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self._bar.update(step - self._bar.n)
 
     def _trim_metrics(self):
         """Cut metrics.jsonl back to start_step: records after it come from a run that stopped
@@ -94,16 +72,18 @@ class Reporter:
         shown = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else
                            f"{k} [{' '.join(f'{x:.3f}' for x in v)}]" if isinstance(v, list) else f"{k} {v}"
                            for k, v in record.items())
-        print(shown, flush=True)
-        for kind, sink in self.sinks:
-            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            if kind == "tb":
-                for k, v in scalars.items():
-                    sink.add_scalar(k, v, step)
-            else:
-                sink.log(scalars, step=step)
+        # Through tqdm so a bar being drawn on a terminal is cleared first and redrawn below.
+        tqdm.write(shown, file=sys.stdout)
+        sys.stdout.flush()
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for sink in self.sinks:
+            sink.log(step, scalars)
 
-    def close(self):
-        for kind, sink in self.sinks:
-            if kind == "tb":
-                sink.close()
+    def close(self, exit_code: int = 0):
+        """Close the bar and the sinks (a W&B run is finished with exit_code); later calls do nothing."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close(exit_code)

@@ -114,7 +114,8 @@ class Trainer:
         # Checkpoints record consumed samples, not the iterator, so reading ahead is safe.
         self._collator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate")
         self._next_mbs = None
-        self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to)
+        self.reporter = Reporter(args.output_dir, self.total_steps, dist.get_rank() == 0, args.report_to,
+                                 config=vars(args))
         self.reporter.start_step = self.step
         self._stop = StopRequest()
         self._stop.install()
@@ -431,5 +432,8 @@ def run(args: TrainArguments):
     trainer = Trainer(args)
     try:
         trainer.train()
+    except BaseException:
+        trainer.reporter.close(exit_code=1)  # a W&B run marked failed, the bar's line ended before the error
+        raise
     finally:
         destroy_parallel()

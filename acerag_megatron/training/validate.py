@@ -6,10 +6,12 @@ from __future__ import annotations
 from acerag_megatron.preflight import (PAIR_FIELDS, check_parallel_sizes, check_same_model, check_weight_files,
                                        check_world_size, fail, read_arch)
 from acerag_megatron.training.arguments import TrainArguments
+from acerag_megatron.training.metric_sinks import resolve_report_to
 
 
 def validate_run(args: TrainArguments) -> None:
     """Stop with one `error:` line on a mistake in the launch, the models or their pairing."""
+    resolve_report_to(args.report_to)
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     check_world_size(tp, pp, "--tensor_model_parallel_size", "--pipeline_model_parallel_size", exact=False)
     lm_flag, enc_flag = "--language_model_name_or_path", "--encoder_name_or_path"
