@@ -16,6 +16,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_world_size() -> int:
+    """The world size initialize_parallel() works in: the existing process group's, torchrun's
+    (RANK and WORLD_SIZE set), else 1; known before any process group exists."""
+    if dist.is_initialized():
+        return dist.get_world_size()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return 1
+
+
+def data_parallel_size(world: int, tp: int, pp: int) -> int:
+    """Data-parallel ranks of a world split into TP x PP model-parallel groups.
+
+    Raises:
+        ValueError: when the world size is not divisible by tp * pp.
+    """
+    if world % (tp * pp):
+        raise ValueError(f"world size {world} is not divisible by tensor ({tp}) x pipeline ({pp}) parallel size")
+    return world // (tp * pp)
+
+
 def initialize_parallel(tp: int, pp: int, seed: int, device: DeviceInfo) -> None:
     """Initialise torch.distributed (if needed), Megatron's parallel state and the RNGs.
 
@@ -45,9 +66,7 @@ def initialize_parallel(tp: int, pp: int, seed: int, device: DeviceInfo) -> None
             dist.init_process_group(**kwargs)
         else:
             dist.init_process_group(**kwargs, rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
-    world = dist.get_world_size()
-    if world % (tp * pp):
-        raise ValueError(f"world size {world} is not divisible by tensor ({tp}) x pipeline ({pp}) parallel size")
+    data_parallel_size(dist.get_world_size(), tp, pp)  # refuses a world that TP x PP does not divide
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)

@@ -18,7 +18,7 @@ from acerag_megatron.data.sampler import DistributedBatchSampler
 from acerag_megatron.device import resolve_device
 from acerag_megatron.models.recompute import check_layer_support
 from acerag_megatron.optimizer_fixes import apply_optimizer_fixes
-from acerag_megatron.parallel import destroy_parallel, initialize_parallel
+from acerag_megatron.parallel import data_parallel_size, destroy_parallel, initialize_parallel, launch_world_size
 from acerag_megatron.preflight import read_arch
 from acerag_megatron.process_setup import describe_process_setup, prepare_process
 from acerag_megatron.training.arguments import TrainArguments, notes_for, save_steps_interval
@@ -35,6 +35,7 @@ from acerag_megatron.training.memory_estimate import estimate_memory, fit_advice
 from acerag_megatron.training.micro_batch import MicroBatch
 from acerag_megatron.training.optimizer_step import step_if_finite
 from acerag_megatron.training.recompute_choice import choose_recompute, fit_ladder, longest_micro_batch
+from acerag_megatron.training.resolved_config import resolve_config
 from acerag_megatron.training.preemption import StopRequest, exit_with_launcher
 from acerag_megatron.training.reporting import Reporter
 from acerag_megatron.training.step_cost import sample_costs
@@ -59,16 +60,16 @@ class Trainer:
                 check_layer_support(flag, getattr(args, flag), self.device.use_te)
             except ValueError as e:
                 raise SystemExit(f"error: {e}")
-        if args.bf16 is None:
-            args.bf16 = self.device.device == "cuda"
-        if args.fused_optimizer is None:
-            args.fused_optimizer = self.device.device == "cuda"
+        tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+        self.resolved = resolve_config(args, self.device, data_parallel_size(launch_world_size(), tp, pp))
+        # args carries the decided values from here on: the builders and the summary read them there.
+        for name, value in self.resolved.values().items():
+            setattr(args, name, value)
         initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed, self.device)
         apply_optimizer_fixes()
         self.dp = ps.get_data_parallel_world_size()
         self.dp_rank = ps.get_data_parallel_rank()
-        if args.overlap_grad_reduce is None:
-            args.overlap_grad_reduce = self.dp > 1
+        assert self.dp == self.resolved.data_parallel_size, (self.dp, self.resolved)
         per_step = args.per_device_train_batch_size * self.dp
         self.global_batch = args.global_batch_size or per_step
         if self.global_batch % per_step:
@@ -159,6 +160,7 @@ class Trainer:
             f"optimizer {'distributed' if a.use_distributed_optimizer else 'replicated'} "
             f"{'fused' if a.fused_optimizer else 'foreach'} AdamW; "
             f"grad reduce {'overlapped' if a.overlap_grad_reduce else 'after backward'}",
+            f"  resolved       {self.resolved.describe()}",
             f"  LM (frozen)    {a.language_model_name_or_path}: {self.lm_arch.num_layers} layers, hidden {self.lm_arch.hidden_size}",
             f"  encoder        {a.encoder_name_or_path}: {a.encoder_num_hidden_layers} layers (trainable)",
             f"  data           {len(self.dataset)} samples; {self.dataset.describe()}",
@@ -393,7 +395,8 @@ class Trainer:
     def train(self):
         self.reporter.summary(self.summary_lines() + [f"  save (est.)    {self._save_time_line()}"])
         if dist.get_rank() == 0:
-            (Path(self.args.output_dir) / "config.json").write_text(json.dumps(vars(self.args), indent=2))
+            (Path(self.args.output_dir) / "config.json").write_text(
+                json.dumps({**vars(self.args), "resolved": self.resolved.record()}, indent=2))
         bad_in_a_row = 0
         saved_step = self.step  # the state training starts from is on disk, or nothing has trained
         # The ranks agree before every step, so they all stop at the same one, whether the signal
