@@ -18,7 +18,7 @@ from acerag_megatron.device import DeviceInfo
 from acerag_megatron.models.arch import ModelArch
 from acerag_megatron.models.encoder import CompressiveEncoder
 from acerag_megatron.models.frozen_lm import FrozenLM
-from acerag_megatron.models.megatron_config import transformer_config
+from acerag_megatron.models.megatron_config import recompute_fc1, transformer_config
 from acerag_megatron.training.micro_batch import ModelInputs
 
 
@@ -30,7 +30,8 @@ class CompressiveModel(MegatronModule):
         lm: FrozenLM stage.
     """
 
-    def __init__(self, lm_config, enc_config, lm_arch: ModelArch, enc_arch: ModelArch, device_info: DeviceInfo):
+    def __init__(self, lm_config, enc_config, lm_arch: ModelArch, enc_arch: ModelArch, device_info: DeviceInfo,
+                 lm_recompute_fc1: bool = False, encoder_recompute_fc1: bool = False):
         super().__init__(config=lm_config)
         if enc_arch.hidden_size != lm_arch.hidden_size:
             raise ValueError(f"encoder hidden size {enc_arch.hidden_size} != LM hidden size {lm_arch.hidden_size}")
@@ -39,8 +40,9 @@ class CompressiveModel(MegatronModule):
         self.model_type = ModelType.encoder_or_decoder  # read by Megatron's pipeline schedules
         # Read by Megatron's finalize_model_grads; the frozen LM's tied weights need no grad sync.
         self.share_embeddings_and_output_weights = False
-        self.encoder = CompressiveEncoder(enc_config, enc_arch, device_info) if self.pre_process else None
-        self.lm = FrozenLM(lm_config, lm_arch, device_info, self.pre_process, self.post_process)
+        self.encoder = (CompressiveEncoder(enc_config, enc_arch, device_info, encoder_recompute_fc1)
+                        if self.pre_process else None)
+        self.lm = FrozenLM(lm_config, lm_arch, device_info, self.pre_process, self.post_process, lm_recompute_fc1)
 
     def set_input_tensor(self, input_tensor) -> None:
         """Receive the previous pipeline stage's output (called by Megatron's schedules)."""
@@ -135,8 +137,9 @@ def build_compressive_model(lm_arch: ModelArch, enc_arch: ModelArch, encoder_num
     if not 0 < encoder_num_layers <= enc_arch.num_layers:
         raise ValueError(f"encoder_num_layers={encoder_num_layers} must be in 1..{enc_arch.num_layers}")
     common = dict(tp=tp, sequence_parallel=sequence_parallel, params_dtype=params_dtype, device=device)
-    lm_config = transformer_config(lm_arch, num_layers=lm_arch.num_layers, pp=pp,
-                                   recompute=recompute if recompute_lm is None else recompute_lm, **common)
-    enc_config = transformer_config(enc_arch, num_layers=encoder_num_layers, pp=1,
-                                    recompute=recompute if recompute_encoder is None else recompute_encoder, **common)
-    return CompressiveModel(lm_config, enc_config, lm_arch, enc_arch, device)
+    lm_recompute = recompute if recompute_lm is None else recompute_lm
+    enc_recompute = recompute if recompute_encoder is None else recompute_encoder
+    lm_config = transformer_config(lm_arch, num_layers=lm_arch.num_layers, pp=pp, recompute=lm_recompute, **common)
+    enc_config = transformer_config(enc_arch, num_layers=encoder_num_layers, pp=1, recompute=enc_recompute, **common)
+    fc1 = dict(lm_recompute_fc1=recompute_fc1(lm_recompute), encoder_recompute_fc1=recompute_fc1(enc_recompute))
+    return CompressiveModel(lm_config, enc_config, lm_arch, enc_arch, device, **fc1)

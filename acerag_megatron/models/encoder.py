@@ -30,9 +30,10 @@ class CompressiveEncoder(MegatronModule):
         config: TransformerConfig with pipeline_model_parallel_size == 1.
         arch: architecture of the checkpoint the encoder comes from.
         device_info: resolved device (selects the layer spec).
+        recompute_fc1: the MLPs recompute fc1 in the backward (layer_spec.layer_spec()).
     """
 
-    def __init__(self, config, arch: ModelArch, device_info: DeviceInfo):
+    def __init__(self, config, arch: ModelArch, device_info: DeviceInfo, recompute_fc1: bool = False):
         super().__init__(config=config)
         if config.pipeline_model_parallel_size != 1:
             raise ValueError("the encoder is not pipelined: build it with pipeline_model_parallel_size=1")
@@ -43,8 +44,9 @@ class CompressiveEncoder(MegatronModule):
             config=config, vocab_size=padded_vocab_size(arch.vocab_size, config.tensor_model_parallel_size),
             max_sequence_length=arch.max_position_embeddings, position_embedding_type="rope")
         self.rotary_pos_emb = build_rotary(arch, config)
-        self.decoder = TransformerBlock(config=config, spec=block_spec(config, arch, device_info, pp_rank=0),
-                                        pre_process=True, post_process=True, post_layer_norm=True)
+        spec = block_spec(config, arch, device_info, pp_rank=0, recompute_fc1=recompute_fc1)
+        self.decoder = TransformerBlock(config=config, spec=spec, pre_process=True, post_process=True,
+                                        post_layer_norm=True)
 
     def set_input_tensor(self, input_tensor) -> None:
         """The encoder always starts from token ids; nothing arrives from a previous stage."""

@@ -27,9 +27,10 @@ class FrozenLM(GPTModel):
     activation gradients still flow back to `decoder_input`.
     """
 
-    def __init__(self, config, arch: ModelArch, device_info: DeviceInfo, pre_process: bool, post_process: bool):
+    def __init__(self, config, arch: ModelArch, device_info: DeviceInfo, pre_process: bool, post_process: bool,
+                 recompute_fc1: bool = False):
         super().__init__(
-            config=config, transformer_layer_spec=block_spec(config, arch, device_info),
+            config=config, transformer_layer_spec=block_spec(config, arch, device_info, recompute_fc1=recompute_fc1),
             vocab_size=padded_vocab_size(arch.vocab_size, config.tensor_model_parallel_size),
             max_sequence_length=arch.max_position_embeddings, pre_process=pre_process, post_process=post_process,
             share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",

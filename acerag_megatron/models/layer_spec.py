@@ -60,12 +60,14 @@ def core_attention_spec(device_info: DeviceInfo) -> ModuleSpec:
         "causal": _attention_module_spec(causal), "masked": _attention_module_spec(masked), "causal_name": causal})
 
 
-def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
+def layer_spec(arch: ModelArch, device_info: DeviceInfo, recompute_fc1: bool = False) -> ModuleSpec:
     """Spec of one transformer layer (RMSNorm, SwiGLU, RoPE, GQA, optional QK-norm).
 
     Args:
         arch: model architecture (qk_norm selects Qwen3's per-head query/key RMSNorm).
         device_info: TE spec when device_info.use_te, else the local spec with our modules.
+        recompute_fc1: the SwiGLU MLP recomputes fc1 in the backward (local spec only: TE's
+            fused MLP has no such mode, which models/recompute.check_layer_support refuses).
     """
     if device_info.use_te:
         spec = copy.deepcopy(get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm))
@@ -80,7 +82,7 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     if _quiet not in layer_logger.filters:
         layer_logger.addFilter(_quiet)
     sub.mlp = ModuleSpec(module=SwiGLUMLP, submodules=sub.mlp.submodules,
-                         params={"compiled_kernels": device_info.compiled_kernels})
+                         params={"compiled_kernels": device_info.compiled_kernels, "recompute_fc1": recompute_fc1})
     attn = sub.self_attention.submodules
     attn.core_attention = core_attention_spec(device_info)
     if arch.qk_norm:
@@ -89,13 +91,14 @@ def layer_spec(arch: ModelArch, device_info: DeviceInfo) -> ModuleSpec:
     return spec
 
 
-def block_spec(config, arch: ModelArch, device_info: DeviceInfo, pp_rank: int | None = None) -> TransformerBlockSubmodules:
+def block_spec(config, arch: ModelArch, device_info: DeviceInfo, pp_rank: int | None = None,
+               recompute_fc1: bool = False) -> TransformerBlockSubmodules:
     """Spec of the layers this pipeline stage builds plus the final norm.
 
     A bare layer spec would make Megatron pick its own final norm, which refuses sequence
-    parallelism on the local path; this block spec uses ours.
+    parallelism on the local path; this block spec uses ours. recompute_fc1: see layer_spec().
     """
-    layer = layer_spec(arch, device_info)
+    layer = layer_spec(arch, device_info, recompute_fc1)
     num_layers = get_num_layers_to_build(config, pp_rank=pp_rank)
     if device_info.use_te:
         from megatron.core.extensions.transformer_engine import TENorm

@@ -21,7 +21,8 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         sequence_parallel: shard activations along the sequence outside attention/MLP (needs tp > 1).
         params_dtype: parameter dtype (torch.float32 or torch.bfloat16).
         device: resolved device; fusions need TE/GPU and are off otherwise.
-        recompute: a spec for recompute_kwargs() (models/recompute.py).
+        recompute: a spec for recompute_kwargs() (models/recompute.py); its 'fc1' reaches the
+            layers through block_spec(recompute_fc1=recompute_fc1(recompute)), not this config.
 
     Raises:
         ValueError: on an unknown recompute mode or invalid parallel sizes.
@@ -64,7 +65,10 @@ def transformer_config(arch: ModelArch, *, num_layers: int, tp: int, pp: int, se
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
     )
-    config = TransformerConfig(**kwargs, **recompute_fields)
-    # Our own recompute switch rides on the config (read by models/swiglu.py).
-    config.recompute_fc1 = "fc1" in recompute_modules(recompute)
-    return config
+    return TransformerConfig(**kwargs, **recompute_fields)
+
+
+def recompute_fc1(recompute: str) -> bool:
+    """Whether a recompute spec names our own 'fc1' module, which Megatron's config has no field
+    for: the layer spec hands it to the SwiGLU MLP (layer_spec.block_spec)."""
+    return "fc1" in recompute_modules(recompute)

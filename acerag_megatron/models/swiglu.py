@@ -49,16 +49,22 @@ def swiglu(x: torch.Tensor, use_compiled: bool = False) -> torch.Tensor:
 
 
 class SwiGLUMLP(MLP):
-    """Megatron's MLP (same submodules, weights and sharded state) with the lean SwiGLU."""
+    """Megatron's MLP (same submodules, weights and sharded state) with the lean SwiGLU.
 
-    def __init__(self, *args, compiled_kernels: bool = False, **kwargs):
+    Both switches come from the layer spec's params (layer_spec.py), not from Megatron's
+    TransformerConfig: `compiled_kernels` runs the SwiGLU as fused kernels, `recompute_fc1`
+    (the recompute spec's 'fc1', models/recompute.py) keeps only the MLP input for the backward.
+    """
+
+    def __init__(self, *args, compiled_kernels: bool = False, recompute_fc1: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.compiled_kernels = compiled_kernels
+        self.recompute_fc1 = recompute_fc1
 
     def forward(self, hidden_states, per_token_scale=None, **kwargs):
         if per_token_scale is not None:
             raise ValueError("SwiGLUMLP does not support per-token scales (MoE experts)")
-        if getattr(self.config, "recompute_fc1", False):
+        if self.recompute_fc1:
             # Keeps the MLP input; fc1 and the SwiGLU run again in the backward, fc2 does not.
             return self.linear_fc2(tensor_parallel.checkpoint(self._fc1_swiglu, False, hidden_states))
         return self.linear_fc2(self._fc1_swiglu(hidden_states))
