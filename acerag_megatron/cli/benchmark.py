@@ -90,9 +90,9 @@ def main(argv=None):
         elif "warning" in result:
             print(f"warning: {result['warning']}", file=sys.stderr)
         if a.output:
-            tmp = Path(a.output + ".tmp")
-            tmp.write_text(text + "\n")
-            tmp.replace(a.output)
+            from acerag_megatron.weights.atomic import write_file
+
+            write_file(Path(a.output), text + "\n")
 
 
 def _workload_lengths(a, extra):
