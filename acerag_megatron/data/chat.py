@@ -41,11 +41,31 @@ def load_tokenizer(tokenizer_dir: str, *, add_context_tag: bool = True):
     return tok
 
 
+def token_ids(tokenizer, texts: list[str], *, add_special_tokens: bool) -> list[list[int]]:
+    """`tokenizer(text, add_special_tokens=...)["input_ids"]` of each text, in one call. A fast
+    tokenizer's backend encodes the batch directly (without the offsets and per-text objects
+    the transformers wrapper builds, which cost about as much as the encoding itself)."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    # The wrapper switches off truncation and padding a tokenizer file may configure; the backend would apply them.
+    if backend is None or backend.truncation is not None or backend.padding is not None:
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
+
+
 def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
     """Token ids of the tokenizer's own chat template with thinking disabled."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         enable_thinking=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return token_ids(tokenizer, _render_texts(tokenizer, [messages], add_generation_prompt), add_special_tokens=False)[0]
+
+
+def _render_texts(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool) -> list[str]:
+    if not conversations:
+        return []
+    texts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                          enable_thinking=False)
+    return [texts] if isinstance(texts, str) else list(texts)
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -58,6 +78,58 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _common_suffix_length(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+PREFIX_VIOLATION = "chat template breaks the prefix property: user turn is not a prefix"
+
+
+def encode_conversations(tokenizer, items: list[tuple[str, str, str]]) -> list[Conversation | None]:
+    """`encode_conversation` of many (prompt, context, answer) at once; None where the user-turn
+    tokens are not a prefix of the full conversation's tokens.
+
+    Each context is tokenized once, in `w`. The label start comes from the context-free forms:
+    `wo` and the user turn of `wo` (prompt with CONTEXT_TAG, generation prompt) are short, and
+    their difference is the number of target tokens. It is taken for `w` only when the user turn
+    is a token-prefix in `wo` and `w` and `wo` share more than those last tokens (so the tokens
+    at the label boundary are the same in both); otherwise the user turn is tokenized with its
+    context, as METHOD.md 4.3 states it.
+    """
+    reply = [{"role": "assistant", "content": answer} for _, _, answer in items]
+    user_w = [{"role": "user", "content": prompt.replace(CONTEXT_TAG, context)} for prompt, context, _ in items]
+    user_wo = [{"role": "user", "content": prompt} for prompt, _, _ in items]
+    texts = (_render_texts(tokenizer, [[u, r] for u, r in zip(user_w, reply)], False)
+             + _render_texts(tokenizer, [[u, r] for u, r in zip(user_wo, reply)], False)
+             + _render_texts(tokenizer, [[u] for u in user_wo], True))
+    ids = token_ids(tokenizer, texts, add_special_tokens=False)
+    n = len(items)
+    out: list[Conversation | None] = []
+    for i in range(n):
+        w, wo, user_wo_ids = ids[i], ids[n + i], ids[2 * n + i]
+        limit = min(len(wo), len(w))
+        head_len = common_prefix_length(wo[:limit], w[:limit])
+        shared_tail = _common_suffix_length(wo, w, limit)
+        # With an empty context prefix and suffix can overlap; the context is then empty.
+        tail_len = min(shared_tail, len(w) - head_len)
+        tail_start = len(w) - tail_len
+        targets = len(wo) - len(user_wo_ids)
+        if wo[:len(user_wo_ids)] == user_wo_ids and targets < shared_tail:
+            user_len = len(w) - targets
+        else:
+            user_ids = render(tokenizer, [user_w[i]], add_generation_prompt=True)
+            if w[:len(user_ids)] != user_ids:
+                out.append(None)
+                continue
+            user_len = len(user_ids)
+        out.append(Conversation(head=w[:head_len], context=w[head_len:tail_start], tail=w[tail_start:],
+                                tail_label_start=max(user_len - tail_start, 0)))
+    return out
+
+
 def encode_conversation(tokenizer, prompt: str, context: str, answer: str) -> Conversation:
     """Split a templated conversation into head / context / tail by diffing two tokenizations.
 
@@ -68,22 +140,16 @@ def encode_conversation(tokenizer, prompt: str, context: str, answer: str) -> Co
     Raises:
         AssertionError: the user-turn tokens are not a prefix of the full conversation's tokens.
     """
-    user_w = {"role": "user", "content": prompt.replace(CONTEXT_TAG, context)}
-    reply = {"role": "assistant", "content": answer}
-    w = render(tokenizer, [user_w, reply], add_generation_prompt=False)
-    user_ids = render(tokenizer, [user_w], add_generation_prompt=True)
-    assert w[: len(user_ids)] == user_ids, "chat template breaks the prefix property: user turn is not a prefix"
-    wo = render(tokenizer, [{"role": "user", "content": prompt}, reply], add_generation_prompt=False)
-    limit = min(len(wo), len(w))
-    head_len = common_prefix_length(wo[:limit], w[:limit])
-    tail_len = common_prefix_length(wo[::-1][:limit], w[::-1][:limit])
-    # With an empty context prefix and suffix can overlap; the context is then empty.
-    tail_len = min(tail_len, len(w) - head_len)
-    tail_start = len(w) - tail_len
-    return Conversation(head=w[:head_len], context=w[head_len:tail_start], tail=w[tail_start:],
-                        tail_label_start=max(len(user_ids) - tail_start, 0))
+    conv = encode_conversations(tokenizer, [(prompt, context, answer)])[0]
+    assert conv is not None, PREFIX_VIOLATION
+    return conv
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
     """Pretraining tokenization: default special tokens (Llama adds BOS), no truncation."""
-    return list(tokenizer(text)["input_ids"])
+    return encode_texts(tokenizer, [text])[0]
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`encode_text` of many texts in one tokenizer call (a fast tokenizer's batch encode)."""
+    return token_ids(tokenizer, texts, add_special_tokens=True)

@@ -6,31 +6,36 @@ Ratios, truncation and index selection happen at load time, never here.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
-import socket
 import sys
-from collections import Counter
-from itertools import islice
+from collections import Counter, deque
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
-from acerag_megatron.data.chat import encode_conversation, encode_text, load_tokenizer
+from acerag_megatron.data.chat import load_tokenizer
+from acerag_megatron.data.encoding import SEQUENCES_PER_DOCUMENT, ChunkEncoder, EncodedChunk
 from acerag_megatron.data.instructions import compression_instruction, dataset_name
-from acerag_megatron.data.records import (RawRecord, RecordError, iter_raw_records, parse_finetune_record,
-                                          parse_pretrain_record)
+from acerag_megatron.data.records import iter_record_chunks
 from acerag_megatron.data import tokenizer_files
+from acerag_megatron.weights.atomic import move_into_place, temp_path, write_file
 
 # 2: the tokenizer hash covers the tokenizer's own files only (1 hashed the whole model folder).
 FORMAT_VERSION = 2
 MODES = ("pretrain", "finetune")
-SEQUENCES_PER_DOCUMENT = {"pretrain": 1, "finetune": 4}
 MAX_REPORTED_ERRORS = 5
-BATCH_SIZE = 64
+# Records per chunk (one batched tokenizer call each); a chunk of JSONL also stops at about CHUNK_CHARS.
+CHUNK_RECORDS = 512
+CHUNK_CHARS = 1 << 20
+# Chunks in flight per worker: enough to keep every worker busy while the main process reads
+# and writes, few enough to bound memory.
+PREFETCH_PER_WORKER = 2
 
 
 class DataError(Exception):
@@ -59,86 +64,59 @@ def tokenizer_hash(tokenizer: str | Path) -> str:
         raise DataError(str(e)) from e
 
 
-_WORKER: dict = {}
+_ENCODER: list[ChunkEncoder] = []
 
 
-def _init_worker(tokenizer_dir: str, mode: str) -> None:
-    _WORKER["tokenizer"] = load_tokenizer(tokenizer_dir, add_context_tag=(mode == "finetune"))
-    _WORKER["mode"] = mode
+def _init_worker(encoder: ChunkEncoder) -> None:
+    # Forked workers receive the parent's loaded tokenizer instead of loading their own.
+    _ENCODER[:] = [encoder]
 
 
-def _encode_one(record: RawRecord) -> tuple[list[list[int]], str]:
-    """(sequences, warning reason or "") of a usable record."""
-    if record.error is not None:
-        raise RecordError(record.reason, record.error)
-    tok = _WORKER["tokenizer"]
-    if _WORKER["mode"] == "pretrain":
-        return [encode_text(tok, parse_pretrain_record(record.value))], ""
-    prompt, context, answer = parse_finetune_record(record.value)
-    try:
-        conv = encode_conversation(tok, prompt, context, answer)
-    except AssertionError as e:
-        raise RecordError("template_prefix", str(e)) from e
-    split = conv.tail_label_start
-    # Kept (the LM still learns the answer) but counted: nothing is compressed for such a sample.
-    warning = "" if context.strip() else "empty_context"
-    return [conv.head, conv.context, conv.tail[:split], conv.tail[split:]], warning
+def _encode_in_worker(chunk) -> EncodedChunk:
+    return _ENCODER[0](chunk)
 
 
-def _encode_batch(batch: list[RawRecord]) -> list[tuple[int, list[list[int]] | None, str, str]]:
-    """Encode records; each result is (line, sequences or None, drop or warning reason, message)."""
-    out = []
-    for record in batch:
-        try:
-            sequences, warning = _encode_one(record)
-            out.append((record.line, sequences, warning, ""))
-        except RecordError as e:
-            out.append((record.line, None, e.reason, str(e)))
-    return out
-
-
-def _batches(path: Path) -> Iterator[list[RawRecord]]:
-    records = iter_raw_records(path)
-    while batch := list(islice(records, BATCH_SIZE)):
-        yield batch
-
-
-def _encoded(path: Path, tokenizer_dir: str, mode: str, workers: int):
-    """Encoded batches in file order; at most a few batches per worker are in flight (bounded memory)."""
+def _encoded(path: Path, encoder: ChunkEncoder, workers: int) -> Iterator[EncodedChunk]:
+    """Encoded chunks in file order. With workers, the main process reads the next chunks and
+    writes the finished ones while the pool encodes; at most PREFETCH_PER_WORKER chunks per worker
+    are in flight."""
+    chunks = iter_record_chunks(path, CHUNK_RECORDS, CHUNK_CHARS)
     if workers <= 1:
-        _init_worker(tokenizer_dir, mode)
-        for batch in _batches(path):
-            yield _encode_batch(batch)
+        yield from map(encoder, chunks)
         return
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with multiprocessing.get_context("fork").Pool(workers, _init_worker, (tokenizer_dir, mode)) as pool:
-        source = _batches(path)
-        while window := list(islice(source, 4 * workers)):
-            yield from pool.map(_encode_batch, window)
+    with multiprocessing.get_context("fork").Pool(workers, _init_worker, (encoder,)) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_encode_in_worker, (chunk,)))
+            if len(pending) >= PREFETCH_PER_WORKER * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
-def _progress(enabled: bool, name: str):
+@contextlib.contextmanager
+def _one_thread_per_worker():
+    """Each worker tokenizes on one thread (--workers is the number of cores used); also keeps the
+    tokenizer's thread pool from existing when the workers are forked."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        from tqdm import tqdm
-        return tqdm(desc=f"preprocess {name}", unit="rec", disable=not enabled, file=sys.stderr)
-    except ImportError:
-        return _LineProgress(enabled, name)
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
-class _LineProgress:
-    """Minimal stand-in for tqdm: one updating stderr line."""
-
-    def __init__(self, enabled: bool, name: str):
-        self.enabled, self.name, self.n = enabled, name, 0
-
-    def update(self, k: int) -> None:
-        self.n += k
-        if self.enabled:
-            print(f"\rpreprocess {self.name}: {self.n} records", end="", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
+def _add_documents(builder, chunk: EncodedChunk, per_document: int) -> None:
+    """Append a chunk's kept records to the builder, one document each."""
+    lengths = chunk.lengths.tolist()
+    ends = np.cumsum(chunk.lengths.reshape(-1, per_document).sum(axis=1)).tolist()
+    start = 0
+    for d, end in enumerate(ends):
+        builder.add_document(chunk.tokens[start:end], lengths[d * per_document:(d + 1) * per_document])
+        start = end
 
 
 def tokenizer_name(tokenizer: str | Path) -> tuple[str, str]:
@@ -205,58 +183,61 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
     instruction_ids = list(tok(instruction, add_special_tokens=False)["input_ids"]) if instruction else []
     dtype = DType.optimal_dtype(len(tok))
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
-    # Host and pid: builders on several nodes may share one (network) cache folder.
-    tmp = output_prefix.parent / f".{output_prefix.name}.tmp-{socket.gethostname()}-{os.getpid()}"
-    tmp_paths = [Path(f"{tmp}.bin"), Path(f"{tmp}.idx"), Path(f"{tmp}.json")]
+    # Host and pid in the name: builders on several nodes may share one (network) cache folder.
+    tmp = temp_path(output_prefix)
+    tmp_paths = [Path(f"{tmp}.bin"), Path(f"{tmp}.idx")]
     digest = tokenizer_digest or tokenizer_hash(tokenizer_dir)
+    per_document = SEQUENCES_PER_DOCUMENT[mode]
     read, kept, dropped, warned = 0, 0, Counter(), Counter()
     # Skip reports wait for the first kept record: a file that gives nothing ends in one error line.
     held: list[str] = []
     first_skip = ""
-    bar = _progress(progress, name)
+    bar = tqdm(desc=f"preprocess {name}", unit="rec", disable=not progress, file=sys.stderr)
     try:
         builder = IndexedDatasetBuilder(str(tmp_paths[0]), dtype=dtype)
-        for results in _encoded(input_path, str(tokenizer_dir), mode, workers):
-            for line, sequences, reason, message in results:
-                read += 1
-                if sequences is None:
+        with _one_thread_per_worker():
+            for chunk in _encoded(input_path, ChunkEncoder(tok, mode, dtype), workers):
+                for j, (pos, line, reason, message) in enumerate(chunk.dropped):
+                    kept_before = kept + pos - j  # kept records ahead of this one in the file
+                    if held and kept_before:
+                        print("\n".join(held), file=sys.stderr)
+                        held.clear()
                     dropped[reason] += 1
                     if strict:
                         raise DataError(f"{input_path}:{line}: {message}")
                     first_skip = first_skip or f"line {line}: {message}"
                     if sum(dropped.values()) <= MAX_REPORTED_ERRORS:
-                        held.append(f"{input_path}:{line}: skipped: {message}")
-                        if kept:
-                            print(held.pop(), file=sys.stderr)
-                    continue
-                kept += 1
-                if held:
+                        report = f"{input_path}:{line}: skipped: {message}"
+                        if kept_before:
+                            print(report, file=sys.stderr)
+                        else:
+                            held.append(report)
+                read += chunk.read
+                kept += chunk.read - len(chunk.dropped)
+                if held and kept:
                     print("\n".join(held), file=sys.stderr)
                     held.clear()
-                if reason:
-                    warned[reason] += 1
-                flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
-                builder.add_document(flat, [len(s) for s in sequences])  # numpy avoids a torch __array__ copy warning
-            bar.update(len(results))
+                warned.update(chunk.warnings)
+                _add_documents(builder, chunk, per_document)
+                bar.update(chunk.read)
         if kept == 0 and not allow_empty:
             raise DataError(f"{input_path}: {_nothing_kept(read, dropped, mode, first_skip)}; nothing written")
         builder.finalize(str(tmp_paths[1]))
         manifest = {
             "format_version": FORMAT_VERSION, "mode": mode, "dataset_name": name, "source_file": input_path.name,
             "source_sha256": file_sha256(input_path), "tokenizer": _tokenizer_meta(tok, str(tokenizer_dir), digest),
-            "dtype": np.dtype(dtype).name, "sequences_per_document": SEQUENCES_PER_DOCUMENT[mode],
+            "dtype": np.dtype(dtype).name, "sequences_per_document": per_document,
             "instruction": instruction, "instruction_ids": instruction_ids,
             "flags": {"strict": strict, "workers": workers, "add_context_tag": mode == "finetune",
                       "allow_empty": allow_empty},
             "counts": {"read": read, "kept": kept, "dropped": dict(sorted(dropped.items())),
                        "kept_with_warning": dict(sorted(warned.items()))},
         }
-        tmp_paths[2].write_text(json.dumps(manifest, indent=2))
-        # The manifest is renamed last: a prefix counts as complete only once its .json exists.
-        final = [Path(f"{output_prefix}{ext}") for ext in (".bin", ".idx", ".json")]
-        final[2].unlink(missing_ok=True)
-        for src, dst in zip(tmp_paths, final):
-            os.replace(src, dst)
+        # The manifest comes last: a prefix counts as complete only once its .json exists.
+        Path(f"{output_prefix}.json").unlink(missing_ok=True)
+        for src, ext in zip(tmp_paths, (".bin", ".idx")):
+            move_into_place(src, Path(f"{output_prefix}{ext}"))
+        write_file(Path(f"{output_prefix}.json"), json.dumps(manifest, indent=2))
         return manifest
     finally:
         bar.close()

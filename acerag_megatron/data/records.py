@@ -98,9 +98,8 @@ class _TextSource:
         self._raw.close()
 
 
-def _line_record(number: int, text: str) -> RawRecord | None:
-    if not text.strip():
-        return None
+def parse_line(number: int, text: str) -> RawRecord:
+    """The record of one non-blank JSONL line: its value, or why it cannot be used."""
     if bad := _UNDECODED.search(text):
         return RawRecord(number, error=f"not valid UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
                                        f"{bad.start() + 1})", reason="not_utf8")
@@ -110,7 +109,12 @@ def _line_record(number: int, text: str) -> RawRecord | None:
         return RawRecord(number, error=f"malformed JSON: {e.msg} (column {e.colno})")
 
 
-def _iter_jsonl(src: _TextSource) -> Iterator[RawRecord]:
+def _is_blank(text: str) -> bool:
+    return not text or text.isspace()  # as `not text.strip()`, without copying the line
+
+
+def _iter_jsonl_lines(src: _TextSource) -> Iterator[tuple[int, str | RawRecord]]:
+    """(line number, text) of every non-blank line, unparsed; a final RawRecord if the input ends early."""
     pending: list[str] = []  # pieces of a line that spans reads (joined once it ends)
     number = 0
     try:
@@ -123,12 +127,17 @@ def _iter_jsonl(src: _TextSource) -> Iterator[RawRecord]:
             pending = [lines.pop()]
             for text in lines:
                 number += 1
-                if (record := _line_record(number, text)) is not None:
-                    yield record
-        if (record := _line_record(number + 1, "".join(pending))) is not None:
-            yield record
+                if not _is_blank(text):
+                    yield number, text
+        if not _is_blank(last := "".join(pending)):
+            yield number + 1, last
     except _InputEnded as e:
-        yield RawRecord(number + 1, error=f"{e} (input ends in line {number + 1})", reason=e.reason)
+        yield number + 1, RawRecord(number + 1, error=f"{e} (input ends in line {number + 1})", reason=e.reason)
+
+
+def _iter_jsonl(src: _TextSource) -> Iterator[RawRecord]:
+    for number, item in _iter_jsonl_lines(src):
+        yield item if isinstance(item, RawRecord) else parse_line(number, item)
 
 
 def _iter_json_array(src: _TextSource) -> Iterator[RawRecord]:
@@ -252,15 +261,9 @@ def _iter_json_array(src: _TextSource) -> Iterator[RawRecord]:
         yield RawRecord(line, error=f"{e} (input ends in line {line})", reason=e.reason)
 
 
-def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
-    """Yield every record of a JSON-array or JSONL file (plain or gzipped) with its line number.
-
-    Nothing in the content raises: undecodable lines, malformed JSON and a truncated or corrupt
-    archive each become one RawRecord with an error and a drop reason.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-    """
+def _open_records(path: str | Path, jsonl_item, array_item) -> Iterator:
+    """Items of a JSON-array or JSONL file (plain or gzipped), each (line, JSONL text or RawRecord)
+    mapped through `jsonl_item` or a RawRecord through `array_item`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
@@ -272,13 +275,67 @@ def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
                 head.append(chunk)
                 first = chunk.lstrip()[:1]
         except _InputEnded as e:
-            yield RawRecord(1, error=f"{e} (input ends in line 1)", reason=e.reason)
+            yield array_item(RawRecord(1, error=f"{e} (input ends in line 1)", reason=e.reason))
             return
         for chunk in reversed(head):
             src.unread(chunk)
-        yield from (_iter_json_array(src) if first == "[" else _iter_jsonl(src))
+        if first == "[":
+            yield from map(array_item, _iter_json_array(src))
+        else:
+            yield from (jsonl_item(number, item) for number, item in _iter_jsonl_lines(src))
     finally:
         src.close()
+
+
+def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
+    """Yield every record of a JSON-array or JSONL file (plain or gzipped) with its line number.
+
+    Nothing in the content raises: undecodable lines, malformed JSON and a truncated or corrupt
+    archive each become one RawRecord with an error and a drop reason.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    def jsonl_item(number: int, item: str | RawRecord) -> RawRecord:
+        return item if isinstance(item, RawRecord) else parse_line(number, item)
+
+    return _open_records(path, jsonl_item, lambda record: record)
+
+
+@dataclass
+class RecordChunk:
+    """Consecutive records of one file. A JSONL line travels unparsed (a str: parsing it is left
+    to whoever encodes the chunk, see `resolve`); everything else as its RawRecord."""
+
+    lines: list[int]
+    items: list[str | RawRecord]
+
+    def resolve(self, i: int) -> RawRecord:
+        """The i-th record, parsed."""
+        item = self.items[i]
+        return item if isinstance(item, RawRecord) else parse_line(self.lines[i], item)
+
+
+def iter_record_chunks(path: str | Path, max_records: int = 512, max_chars: int = 1 << 20) -> Iterator[RecordChunk]:
+    """The records of `iter_raw_records`, in order, as chunks of at most `max_records` records and
+    about `max_chars` characters of JSONL text.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    lines: list[int] = []
+    items: list[str | RawRecord] = []
+    chars = 0
+    for line, item in _open_records(path, lambda number, item: (number, item), lambda record: (record.line, record)):
+        lines.append(line)
+        items.append(item)
+        if isinstance(item, str):
+            chars += len(item)
+        if len(items) >= max_records or chars >= max_chars:
+            yield RecordChunk(lines, items)
+            lines, items, chars = [], [], 0
+    if items:
+        yield RecordChunk(lines, items)
 
 
 def _field(obj: dict, name: str, kind, where: str):
