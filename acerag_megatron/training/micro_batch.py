@@ -50,9 +50,9 @@ class ModelInputs:
 
     def to(self, device, non_blocking: bool = False) -> ModelInputs:
         """A copy with every tensor on `device` (absent masks stay None)."""
-        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return ModelInputs(**{name: None if t is None else t.to(device, non_blocking=non_blocking)
-                              for name, t in moved.items()})
+                              for name, t in tensors.items()})
 
 
 @dataclass(frozen=True)
