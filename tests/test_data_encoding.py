@@ -157,3 +157,39 @@ def test_bad_records_counted_the_same_with_workers(toks, tmp_path, monkeypatch, 
         preprocess.preprocess_file(src, toks["llama"], tmp_path / "strict", "pretrain", workers=2, strict=True,
                                    progress=False)
     assert not list(tmp_path.glob("strict*")) and not list(tmp_path.glob(".strict*"))
+
+
+@pytest.mark.parametrize("dtype,per_document", [(np.uint16, 4), (np.int32, 1)])
+def test_indexed_writer_matches_megatron_builder(tmp_path, dtype, per_document):
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from acerag_megatron.data.indexed_writer import IndexedWriter
+    rng = np.random.default_rng(0)
+    ours, theirs = IndexedWriter(tmp_path / "a.bin", dtype), IndexedDatasetBuilder(str(tmp_path / "b.bin"), dtype=dtype)
+    for _ in range(5):  # chunks of documents, an empty chunk and empty sequences among them
+        lengths = rng.integers(0, 6, size=per_document * int(rng.integers(0, 4)))
+        tokens = rng.integers(0, 30000, size=int(lengths.sum()))
+        ours.add_documents(tokens.astype(dtype), lengths, per_document)
+        start = 0
+        for d in range(len(lengths) // per_document):
+            doc = lengths[d * per_document:(d + 1) * per_document]
+            theirs.add_document(tokens[start:start + doc.sum()], doc.tolist())
+            start += doc.sum()
+    ours.finalize(tmp_path / "a.idx")
+    theirs.finalize(str(tmp_path / "b.idx"))
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"a{ext}").read_bytes() == (tmp_path / f"b{ext}").read_bytes()
+
+
+def test_preprocessing_does_not_import_megatron(toks, tmp_path):
+    import subprocess
+    import sys
+    src = write_jsonl(tmp_path / "redpajama.jsonl", make_records("redpajama", 3, seed=0, words=20))
+    code = ("import sys; from acerag_megatron.data.preprocess import preprocess_file; "
+            f"preprocess_file({str(src)!r}, {toks['llama']!r}, {str(tmp_path / 'out')!r}, 'pretrain', progress=False); "
+            "print(sorted(m for m in sys.modules if m.startswith('megatron'))[:3])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"  # importing megatron.core costs seconds of start-up
+    assert len(documents(tmp_path / "out")) == 3

@@ -102,14 +102,17 @@ def encode_conversations(tokenizer, items: list[tuple[str, str, str]]) -> list[C
     reply = [{"role": "assistant", "content": answer} for _, _, answer in items]
     user_w = [{"role": "user", "content": prompt.replace(CONTEXT_TAG, context)} for prompt, context, _ in items]
     user_wo = [{"role": "user", "content": prompt} for prompt, _, _ in items]
+    # Many files share one prompt (the question lives in the context): its user turn is encoded once.
+    prompts = list(dict.fromkeys(prompt for prompt, _, _ in items))
     texts = (_render_texts(tokenizer, [[u, r] for u, r in zip(user_w, reply)], False)
              + _render_texts(tokenizer, [[u, r] for u, r in zip(user_wo, reply)], False)
-             + _render_texts(tokenizer, [[u] for u in user_wo], True))
+             + _render_texts(tokenizer, [[{"role": "user", "content": p}] for p in prompts], True))
     ids = token_ids(tokenizer, texts, add_special_tokens=False)
     n = len(items)
+    user_wo_of = dict(zip(prompts, ids[2 * n:]))
     out: list[Conversation | None] = []
     for i in range(n):
-        w, wo, user_wo_ids = ids[i], ids[n + i], ids[2 * n + i]
+        w, wo, user_wo_ids = ids[i], ids[n + i], user_wo_of[items[i][0]]
         limit = min(len(wo), len(w))
         head_len = common_prefix_length(wo[:limit], w[:limit])
         shared_tail = _common_suffix_length(wo, w, limit)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from acerag_megatron.data.chat import load_tokenizer
 from acerag_megatron.data.encoding import SEQUENCES_PER_DOCUMENT, ChunkEncoder, EncodedChunk
+from acerag_megatron.data.indexed_writer import IndexedWriter, optimal_dtype
 from acerag_megatron.data.instructions import compression_instruction, dataset_name
 from acerag_megatron.data.records import iter_record_chunks
 from acerag_megatron.data import tokenizer_files
@@ -31,8 +32,8 @@ FORMAT_VERSION = 2
 MODES = ("pretrain", "finetune")
 MAX_REPORTED_ERRORS = 5
 # Records per chunk (one batched tokenizer call each); a chunk of JSONL also stops at about CHUNK_CHARS.
-CHUNK_RECORDS = 512
-CHUNK_CHARS = 1 << 20
+CHUNK_RECORDS = 256
+CHUNK_CHARS = 1 << 18
 # Chunks in flight per worker: enough to keep every worker busy while the main process reads
 # and writes, few enough to bound memory.
 PREFETCH_PER_WORKER = 2
@@ -109,16 +110,6 @@ def _one_thread_per_worker():
             os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
-def _add_documents(builder, chunk: EncodedChunk, per_document: int) -> None:
-    """Append a chunk's kept records to the builder, one document each."""
-    lengths = chunk.lengths.tolist()
-    ends = np.cumsum(chunk.lengths.reshape(-1, per_document).sum(axis=1)).tolist()
-    start = 0
-    for d, end in enumerate(ends):
-        builder.add_document(chunk.tokens[start:end], lengths[d * per_document:(d + 1) * per_document])
-        start = end
-
-
 def tokenizer_name(tokenizer: str | Path) -> tuple[str, str]:
     """(short name, full path or hub id) of a tokenizer folder or hub id, for manifests and messages."""
     if Path(tokenizer).is_dir():
@@ -174,14 +165,12 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
     Returns:
         The manifest written to `<output_prefix>.json`.
     """
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
-
     input_path, output_prefix = Path(input_path), Path(output_prefix)
     tok = check_inputs([input_path], tokenizer_dir, mode)
     name = dataset_name(input_path)
     instruction = compression_instruction(name) if mode == "finetune" else None
     instruction_ids = list(tok(instruction, add_special_tokens=False)["input_ids"]) if instruction else []
-    dtype = DType.optimal_dtype(len(tok))
+    dtype = optimal_dtype(len(tok))
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
     # Host and pid in the name: builders on several nodes may share one (network) cache folder.
     tmp = temp_path(output_prefix)
@@ -193,8 +182,9 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
     held: list[str] = []
     first_skip = ""
     bar = tqdm(desc=f"preprocess {name}", unit="rec", disable=not progress, file=sys.stderr)
+    writer = None
     try:
-        builder = IndexedDatasetBuilder(str(tmp_paths[0]), dtype=dtype)
+        writer = IndexedWriter(tmp_paths[0], dtype)
         with _one_thread_per_worker():
             for chunk in _encoded(input_path, ChunkEncoder(tok, mode, dtype), workers):
                 for j, (pos, line, reason, message) in enumerate(chunk.dropped):
@@ -218,11 +208,11 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
                     print("\n".join(held), file=sys.stderr)
                     held.clear()
                 warned.update(chunk.warnings)
-                _add_documents(builder, chunk, per_document)
+                writer.add_documents(chunk.tokens, chunk.lengths, per_document)
                 bar.update(chunk.read)
         if kept == 0 and not allow_empty:
             raise DataError(f"{input_path}: {_nothing_kept(read, dropped, mode, first_skip)}; nothing written")
-        builder.finalize(str(tmp_paths[1]))
+        writer.finalize(tmp_paths[1])
         manifest = {
             "format_version": FORMAT_VERSION, "mode": mode, "dataset_name": name, "source_file": input_path.name,
             "source_sha256": file_sha256(input_path), "tokenizer": _tokenizer_meta(tok, str(tokenizer_dir), digest),
@@ -241,6 +231,8 @@ def preprocess_file(input_path: str | Path, tokenizer_dir: str | Path, output_pr
         return manifest
     finally:
         bar.close()
+        if writer is not None:
+            writer.close()
         for p in tmp_paths:
             p.unlink(missing_ok=True)
 
