@@ -128,6 +128,12 @@ def test_pretrain_workers_same_bytes_in_order(toks, tmp_path, monkeypatch):
     for ext in (".bin", ".idx"):
         assert (tmp_path / f"w1{ext}").read_bytes() == (tmp_path / f"w2{ext}").read_bytes()
     assert [d[0] for d in documents(tmp_path / "w2")] == [tok(r["text"])["input_ids"] for r in records]
+    array = tmp_path / "array" / "redpajama.json"  # a JSON array: records travel parsed, not as lines
+    array.parent.mkdir()
+    array.write_text(json.dumps(records, indent=1))
+    preprocess.preprocess_file(array, toks["llama"], tmp_path / "array" / "w2", "pretrain", workers=2, progress=False)
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / "array" / f"w2{ext}").read_bytes() == (tmp_path / f"w1{ext}").read_bytes()
 
 
 def test_bad_records_counted_the_same_with_workers(toks, tmp_path, monkeypatch, capfd):
