@@ -45,6 +45,13 @@ class Reporter:
             self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         self._bar.update(step - self._bar.n)
 
+    def note(self, text: str):
+        """A rank-0 line between metric lines ("saved ...", skipped updates, the stop message),
+        written through tqdm so it does not land on the bar's line."""
+        if self.enabled:
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+
     def _trim_metrics(self):
         """Cut metrics.jsonl back to start_step: records after it come from a run that stopped
         before its next checkpoint, and this run logs those steps again."""

@@ -351,8 +351,7 @@ class Trainer:
                  "args": {k: v for k, v in vars(self.args).items()}}
         path = save_checkpoint(self.args.output_dir, self.step, self.model, self.optimizer, state, self._export_encoder,
                                save_total_limit=self.args.save_total_limit)
-        if dist.get_rank() == 0:
-            print(f"saved {path}", flush=True)
+        self.reporter.note(f"saved {path}")
 
     def _should_save(self) -> bool:
         a = self.args
@@ -389,8 +388,7 @@ class Trainer:
             done = f"nothing trained since step {self.step}, nothing to save"
         else:
             done = "nothing trained yet"
-        if dist.get_rank() == 0:
-            print(f"{self._stop.signal_name or 'stop requested by another rank'}: {done}; exiting", flush=True)
+        self.reporter.note(f"{self._stop.signal_name or 'stop requested by another rank'}: {done}; exiting")
 
     def train(self):
         self.reporter.summary(self.summary_lines() + [f"  save (est.)    {self._save_time_line()}"])
@@ -406,8 +404,8 @@ class Trainer:
             m = self.train_step()
             bad_in_a_row = 0 if m["finite"] else bad_in_a_row + 1
             if not m["finite"]:
-                print(f"warning: step {self.step}: {m['skip_reason']}; update skipped "
-                      f"({bad_in_a_row} in a row)", flush=True) if dist.get_rank() == 0 else None
+                self.reporter.note(f"warning: step {self.step}: {m['skip_reason']}; update skipped "
+                                   f"({bad_in_a_row} in a row)")
                 if bad_in_a_row >= self.args.max_nonfinite_steps:
                     raise SystemExit(f"error: {bad_in_a_row} consecutive non-finite steps (loss or gradient norm); "
                                      "stopping (lower the learning rate or check the data)")
