@@ -55,13 +55,14 @@ def write_finetune_input(path: Path, records: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def make_tokenizer(folder: Path) -> Path:
-    """A Llama-style SentencePiece BPE trained on the same kind of text as the input."""
+def make_tokenizer(folder: Path, family: str) -> Path:
+    """A tiny BPE of the family (Llama-2 style SentencePiece or Qwen3 style byte-level) trained on
+    the same kind of text as the input."""
     from acerag_megatron.tiny.corpus import make_records
     from acerag_megatron.tiny.tokenizers import make_tiny_tokenizer
 
     corpus = [r["text"] for r in make_records("redpajama", 300, seed=99, words=60)]
-    return make_tiny_tokenizer("llama", folder, corpus=corpus, vocab_size=1000)
+    return make_tiny_tokenizer(family, folder, corpus=corpus, vocab_size=1000)
 
 
 def _children_cpu() -> float:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=Path, help="pretraining JSONL with a 'text' field (default: generated)")
     p.add_argument("--finetune-input", type=Path, help="finetuning JSONL (default: generated)")
     p.add_argument("--tokenizer", type=Path, help="HF tokenizer folder (default: a tiny trained BPE)")
+    p.add_argument("--tokenizer-family", choices=["llama", "qwen3"], default="llama",
+                   help="family of the tiny trained BPE when no --tokenizer is given")
     p.add_argument("--size-mb", type=float, default=60.0, help="size of the generated pretraining input")
     p.add_argument("--finetune-records", type=int, default=4000, help="records of the generated finetuning input")
     p.add_argument("--work-dir", type=Path, help="inputs, outputs and logs (default: a temporary folder)")
@@ -114,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     finetune = args.finetune_input or work / "nq.jsonl"
     if not args.finetune_input and not finetune.is_file():
         write_finetune_input(finetune, args.finetune_records)
-    tokenizer = args.tokenizer or work / "tokenizer"
+    tokenizer = args.tokenizer or work / f"tokenizer_{args.tokenizer_family}"
     if not args.tokenizer and not (tokenizer / "tokenizer_config.json").is_file():
-        make_tokenizer(tokenizer)
+        make_tokenizer(tokenizer, args.tokenizer_family)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
