@@ -41,12 +41,17 @@ def load_tokenizer(tokenizer_dir: str, *, add_context_tag: bool = True):
     return tok
 
 
-def token_ids(tokenizer, texts: list[str], *, add_special_tokens: bool) -> list[list[int]]:
+def token_ids(tokenizer, texts: list[str], *, add_special_tokens: bool, encoder=None) -> list[list[int]]:
     """`tokenizer(text, add_special_tokens=...)["input_ids"]` of each text, in one call. A fast
     tokenizer's backend encodes the batch directly (without the offsets and per-text objects
-    the transformers wrapper builds, which cost about as much as the encoding itself)."""
+    the transformers wrapper builds, which cost about as much as the encoding itself).
+
+    `encoder`: a `word_split.preprocessing_encoder` of `tokenizer` (same ids, faster), or None.
+    """
     if not texts:
         return []
+    if encoder is not None:
+        return encoder.encode(texts, add_special_tokens=add_special_tokens)
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     # The wrapper switches off truncation and padding a tokenizer file may configure; the backend would apply them.
     if backend is None or backend.truncation is not None or backend.padding is not None:
@@ -55,9 +60,10 @@ def token_ids(tokenizer, texts: list[str], *, add_special_tokens: bool) -> list[
     return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
 
 
-def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool) -> list[int]:
-    """Token ids of the tokenizer's own chat template with thinking disabled."""
-    return token_ids(tokenizer, _render_texts(tokenizer, [messages], add_generation_prompt), add_special_tokens=False)[0]
+def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool, encoder=None) -> list[int]:
+    """Token ids of the tokenizer's own chat template with thinking disabled (`encoder`: as in `token_ids`)."""
+    return token_ids(tokenizer, _render_texts(tokenizer, [messages], add_generation_prompt), add_special_tokens=False,
+                     encoder=encoder)[0]
 
 
 def _render_texts(tokenizer, conversations: list[list[dict]], add_generation_prompt: bool) -> list[str]:
@@ -88,9 +94,9 @@ def _common_suffix_length(a: list[int], b: list[int], limit: int) -> int:
 PREFIX_VIOLATION = "chat template breaks the prefix property: user turn is not a prefix"
 
 
-def encode_conversations(tokenizer, items: list[tuple[str, str, str]]) -> list[Conversation | None]:
+def encode_conversations(tokenizer, items: list[tuple[str, str, str]], *, encoder=None) -> list[Conversation | None]:
     """`encode_conversation` of many (prompt, context, answer) at once; None where the user-turn
-    tokens are not a prefix of the full conversation's tokens.
+    tokens are not a prefix of the full conversation's tokens (`encoder`: as in `token_ids`).
 
     Each context is tokenized once, in `w`. The label start comes from the context-free forms:
     `wo` and the user turn of `wo` (prompt with CONTEXT_TAG, generation prompt) are short, and
@@ -107,7 +113,7 @@ def encode_conversations(tokenizer, items: list[tuple[str, str, str]]) -> list[C
     texts = (_render_texts(tokenizer, [[u, r] for u, r in zip(user_w, reply)], False)
              + _render_texts(tokenizer, [[u, r] for u, r in zip(user_wo, reply)], False)
              + _render_texts(tokenizer, [[{"role": "user", "content": p}] for p in prompts], True))
-    ids = token_ids(tokenizer, texts, add_special_tokens=False)
+    ids = token_ids(tokenizer, texts, add_special_tokens=False, encoder=encoder)
     n = len(items)
     user_wo_of = dict(zip(prompts, ids[2 * n:]))
     out: list[Conversation | None] = []
@@ -123,7 +129,7 @@ def encode_conversations(tokenizer, items: list[tuple[str, str, str]]) -> list[C
         if wo[:len(user_wo_ids)] == user_wo_ids and targets < shared_tail:
             user_len = len(w) - targets
         else:
-            user_ids = render(tokenizer, [user_w[i]], add_generation_prompt=True)
+            user_ids = render(tokenizer, [user_w[i]], add_generation_prompt=True, encoder=encoder)
             if w[:len(user_ids)] != user_ids:
                 out.append(None)
                 continue
@@ -153,6 +159,7 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return encode_texts(tokenizer, [text])[0]
 
 
-def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
-    """`encode_text` of many texts in one tokenizer call (a fast tokenizer's batch encode)."""
-    return token_ids(tokenizer, texts, add_special_tokens=True)
+def encode_texts(tokenizer, texts: list[str], *, encoder=None) -> list[list[int]]:
+    """`encode_text` of many texts in one tokenizer call (a fast tokenizer's batch encode;
+    `encoder`: as in `token_ids`)."""
+    return token_ids(tokenizer, texts, add_special_tokens=True, encoder=encoder)

@@ -13,6 +13,7 @@ import numpy as np
 
 from acerag_megatron.data.chat import PREFIX_VIOLATION, encode_conversations, encode_texts
 from acerag_megatron.data.records import RecordChunk, RecordError, parse_finetune_record, parse_pretrain_record
+from acerag_megatron.data.word_split import preprocessing_encoder
 
 SEQUENCES_PER_DOCUMENT = {"pretrain": 1, "finetune": 4}
 
@@ -37,6 +38,8 @@ class ChunkEncoder:
 
     def __init__(self, tokenizer, mode: str, dtype):
         self.tokenizer, self.mode, self.dtype = tokenizer, mode, dtype
+        # Built once here, so that forked workers share it (and each fills its own word cache).
+        self.encoder = preprocessing_encoder(tokenizer)
 
     def __call__(self, chunk: RecordChunk) -> EncodedChunk:
         """Parse, validate and tokenize every record of the chunk."""
@@ -51,7 +54,7 @@ class ChunkEncoder:
             except RecordError as e:
                 dropped.append((i, record.line, e.reason, str(e)))
         if self.mode == "pretrain":
-            ids = encode_texts(self.tokenizer, [text for _, _, text in usable])
+            ids = encode_texts(self.tokenizer, [text for _, _, text in usable], encoder=self.encoder)
             lengths = [len(x) for x in ids]
             warnings: list[str] = []
         else:
@@ -67,8 +70,8 @@ class ChunkEncoder:
         """(token lists, four lengths per kept record, warnings); template failures join `dropped`."""
         ids, lengths, warnings = [], [], []
         late_drops = []
-        for (i, line, (_, context, _)), conv in zip(usable, encode_conversations(self.tokenizer,
-                                                                                   [u[2] for u in usable])):
+        conversations = encode_conversations(self.tokenizer, [u[2] for u in usable], encoder=self.encoder)
+        for (i, line, (_, context, _)), conv in zip(usable, conversations):
             if conv is None:
                 late_drops.append((i, line, "template_prefix", PREFIX_VIOLATION))
                 continue
