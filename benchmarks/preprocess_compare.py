@@ -22,10 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from acerag_megatron.preflight import fail  # noqa: E402
+from acerag_megatron.preflight import fail
 
 OURS = ("import sys; from acerag_megatron.data.preprocess import preprocess_file; "
         "preprocess_file(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], workers=int(sys.argv[5]), progress=False)")
@@ -121,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tokenizer and not (tokenizer / "tokenizer_config.json").is_file():
         make_tokenizer(tokenizer, args.tokenizer_family)
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     runs = [("ours pretrain --workers 1", pretrain, [sys.executable, "-c", OURS, pretrain, tokenizer,
                                                      work / "ours_w1", "pretrain", "1"], env),
             ("ours pretrain --workers 2", pretrain, [sys.executable, "-c", OURS, pretrain, tokenizer,
