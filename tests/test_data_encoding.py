@@ -10,7 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from acerag_megatron import CONTEXT_TAG  # noqa: E402
 from acerag_megatron.data import preprocess  # noqa: E402
-from acerag_megatron.data.chat import encode_conversation, load_tokenizer  # noqa: E402
+from acerag_megatron.data.chat import (  # noqa: E402
+    encode_conversation, encode_conversations, encode_texts, load_tokenizer)
+from acerag_megatron.data.encoding import ChunkEncoder  # noqa: E402
 from acerag_megatron.data.records import parse_finetune_record  # noqa: E402
 from acerag_megatron.tiny.corpus import make_records  # noqa: E402
 from acerag_megatron.tiny.tokenizers import make_tiny_tokenizer  # noqa: E402
@@ -114,6 +116,27 @@ def test_each_context_is_tokenized_once(toks, family):
     conv = encode_conversation(tok, f"Read this.\n{CONTEXT_TAG}\nWhat was measured?", context, "a rare bird")
     assert tok.decode(conv.context).strip() == context
     assert sum(context in text for text in recorder.texts) == 1, recorder.texts
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "finetune"])
+def test_llama_style_preprocessing_takes_the_word_cut_path(toks, mode):
+    """Each context is still tokenized once there, and the conversation is the same."""
+    tok = load_tokenizer(toks["llama"], add_context_tag=(mode == "finetune"))
+    encoder = ChunkEncoder(tok, mode, np.int32).encoder
+    assert encoder is not None and encoder.replay
+    texts, encode = [], encoder.encode
+
+    def recording(batch, **kwargs):
+        texts.extend(batch)
+        return encode(batch, **kwargs)
+    encoder.encode = recording
+    context = "A context of its own: the museum measured a rare bird in great detail."
+    item = (f"Read this.\n{CONTEXT_TAG}\nWhat was measured?", context, "a rare bird")
+    if mode == "finetune":
+        assert encode_conversations(tok, [item], encoder=encoder) == [encode_conversation(tok, *item)]
+        assert sum(context in text for text in texts) == 1, texts
+    else:
+        assert encode_texts(tok, [context], encoder=encoder) == [tok(context)["input_ids"]]
 
 
 def test_pretrain_workers_same_bytes_in_order(toks, tmp_path, monkeypatch):
