@@ -175,3 +175,14 @@ def test_finetune_conversations_equal_without_the_fast_path(toks):
              for r in make_records(name, 8, seed=0, words=80)]
     items += [("Q: <s> " + CONTEXT_TAG + "  ", " a\n\tb 😀 ", " </s> x "), (CONTEXT_TAG, "", "")]
     assert encode_conversations(tok, items, encoder=preprocessing_encoder(tok)) == encode_conversations(tok, items)
+
+
+def test_many_added_tokens_are_matched_by_pattern(toks):
+    from tokenizers import AddedToken
+
+    tok = wrap(spec_of(toks["llama"]))
+    tok.backend_tokenizer.add_tokens([AddedToken(f"<extra_{i}>", normalized=i % 2 == 0) for i in range(40)])
+    texts = [f"a<extra_{i}> b<extra_{i + 1}><s>  c" for i in range(39)] + generated_texts(seed=6, n=50)
+    encoder = preprocessing_encoder(tok)
+    assert encoder.any_added is not None
+    assert encoder.encode(texts, add_special_tokens=True) == reference(tok, texts, True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import chain
+from itertools import chain, islice
 
 METASPACE = "\u2581"
 
@@ -137,19 +137,25 @@ class WordCacheEncoder:
         m = re.escape(marker)
         self.words = re.compile(f"{m}*[^{m}]+|{m}+")
         self.added_ids = {t["content"]: t["id"] for t in added}
-        self.any_added = _alternation(t["content"] for t in added)
+        # A few substring scans are much faster than an alternation pattern; many are not.
+        self.added_contents = sorted(self.added_ids) if len(self.added_ids) <= 16 else None
+        self.any_added = None if self.added_contents is not None else _alternation(self.added_ids)
         self.raw_added = _alternation(t["content"] for t in added if not t.get("normalized"))
         self.normalized_added = _alternation(t["content"] for t in added if t.get("normalized"))
-        self.cache: dict[str, list[int]] = {}
+        self.bare, self.marked = _WordIds(self.model, ""), _WordIds(self.model, marker)
 
     def encode(self, texts: list[str], *, add_special_tokens: bool) -> list[list[int]]:
         """`tokenizer(text, add_special_tokens=...)["input_ids"]` of each text."""
         if not self.replay:
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
         before, after = self.ends if add_special_tokens else ([], [])
+        if len(self.bare) + len(self.marked) > self.MAX_WORDS:
+            self.bare.clear()
+            self.marked.clear()
+        contents, pattern = self.added_contents, self.any_added
         out = []
         for text in texts:
-            if self.any_added is None or not self.any_added.search(text):
+            if not (any(content in text for content in contents) if pattern is None else pattern.search(text)):
                 ids = self._section_ids(text, 0)
             else:
                 ids = []
@@ -184,22 +190,32 @@ class WordCacheEncoder:
         return pieces
 
     def _section_ids(self, section: str, offset: int) -> list[int]:
-        normalized = section.replace(" ", self.marker)
+        marker = self.marker
+        normalized = section.replace(" ", marker)
         # Metaspace prepends to a non-empty section that does not start with the marker: every
         # one ("always") or the one at the start of the text ("first").
-        if (normalized and not normalized.startswith(self.marker)
+        if (normalized and not normalized.startswith(marker)
                 and (self.scheme == "always" or (self.scheme == "first" and offset == 0))):
-            normalized = self.marker + normalized
-        words, cache = self.words.findall(normalized), self.cache
-        try:
-            return list(chain.from_iterable(map(cache.__getitem__, words)))
-        except KeyError:
-            pass
-        if len(cache) + len(words) > self.MAX_WORDS:
-            cache.clear()
-        for word in set(words).difference(cache):
-            cache[word] = [t.id for t in self.model.tokenize(word)]
-        return list(chain.from_iterable(map(cache.__getitem__, words)))
+            normalized = marker + normalized
+        parts = normalized.split(marker)
+        # No run of markers (nor a trailing one): the words are the first part and the marker
+        # with each later part, which str.split finds far faster than the pattern.
+        if parts.count("") == (parts[0] == ""):
+            head = self.bare[parts[0]] if parts[0] else []
+            return head + list(chain.from_iterable(map(self.marked.__getitem__, islice(parts, 1, None))))
+        return list(chain.from_iterable(map(self.bare.__getitem__, self.words.findall(normalized))))
+
+
+class _WordIds(dict):
+    """BPE ids of `prefix + word` by word, each computed by the model once."""
+
+    def __init__(self, model, prefix: str):
+        super().__init__()
+        self.model, self.prefix = model, prefix
+
+    def __missing__(self, word: str) -> list[int]:
+        ids = self[word] = [t.id for t in self.model.tokenize(self.prefix + word)]
+        return ids
 
 
 def preprocessing_encoder(tokenizer) -> WordCacheEncoder | None:
