@@ -10,7 +10,7 @@
 #     SwiGLU/RoPE/RMSNorm kernels;
 #   - on GPUs under ~100 GB every run recomputes the encoder and the frozen fc1 + SwiGLU to fit;
 #   - the workload runs (SETS has "workload") time each model on variable-length samples
-#     (PRETRAIN_DIST, default the issue's RedPajama-like log-normal; FINETUNE_DIST, default the
+#     (PRETRAIN_DIST, default the RedPajama-like log-normal; FINETUNE_DIST, default the
 #     assumed LongAlpaca-like one) with the launch scripts' --gradient_checkpointing, and project
 #     DP=8 with and without --group_by_length (WORKLOAD_TIMEOUT per run, default 420 s);
 #   - SETS (default "fixed workload ab") picks and orders the groups of runs;

@@ -1,4 +1,4 @@
-"""Converters are exact by default and never destructive (issue 11, section 4).
+"""Converters are exact by default and never destructive.
 
 HF -> Megatron -> HF with no flags gives back every tensor bit for bit in its dtype (fp32, bf16,
 fp16 sources); --output never replaces an input, and replaces a non-empty folder only when this

@@ -77,7 +77,7 @@ def test_corrupt_latest_checkpoint_is_skipped_and_steps_are_not_logged_twice(ass
     shutil.copytree(src, out)
     from acerag_megatron.weights.manifest import _owners
 
-    # The 64 flipped bytes in a shard, and one more in a file the other rank hashes at
+    # 64 flipped bytes in a shard, and one more in a file the other rank hashes at
     # resume: both verdicts reach rank 0.
     entries = sorted(json.loads((out / "checkpoint-3" / "checksums.json").read_text())["files"].items())
     owner = dict(zip([n for n, _ in entries], _owners([e["size"] for _, e in entries], 2)))

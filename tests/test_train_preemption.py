@@ -112,7 +112,7 @@ def _assert_saved_at(out, step: int, text: str):
 
 
 def test_sigterm_to_torchrun_after_a_save_saves_and_resumes_exactly(jobs, assets, tmp_path):
-    """The issue's reproduction: `kill <torchrun pid>` after the first checkpoint. torchrun
+    """What users do: `kill <torchrun pid>` after the first checkpoint. torchrun
     sends SIGTERM to each worker's process group; megatron-core's forking writer (and its
     Manager process) lived there and the save died with BrokenPipeError, leaving a .tmp."""
     ref, out = tmp_path / "ref", tmp_path / "run"

@@ -12,7 +12,7 @@ from acerag_megatron.training.workload import (StepTime, draw_lengths, lengths_f
 LLAMA = ModelArch.from_config_dict(dict(SHAPES["llama2-7b"]), source="llama2-7b")
 
 
-def test_redpajama_preset_is_the_issue_distribution():
+def test_redpajama_preset_is_the_modelled_seed_distribution():
     lengths = draw_lengths("redpajama", 40000, 1024, 16000, seed=0)
     assert parse_length_dist("redpajama") == parse_length_dist("lognormal:2200:0.8")
     assert lengths.min() > 1024 and lengths.max() < 16000

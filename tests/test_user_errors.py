@@ -1,4 +1,4 @@
-"""Every user mistake of issue 11 section 6 ends with one `error: <flag or file>: <cause>` line,
+"""Every user mistake ends with one `error: <flag or file>: <cause>` line,
 no traceback and a non-zero exit, also under torchrun with 2 ranks (rank 0 prints, the others
 exit silently).
 

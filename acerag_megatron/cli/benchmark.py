@@ -41,8 +41,8 @@ def main(argv=None):
     w.add_argument("--lengths-from", default=None, metavar="PREFIX",
                    help="sample lengths of a preprocessed prefix (its .idx, after the length filter)")
     w.add_argument("--length-dist", default=None, metavar="SPEC",
-                   help="lognormal:MEDIAN:SIGMA, or redpajama (lognormal:2200:0.8, the issue's pretraining "
-                        "simulation) or longalpaca (lognormal:12000:0.5, an assumed LongAlpaca-like shape)")
+                   help="lognormal:MEDIAN:SIGMA, or redpajama (lognormal:2200:0.8, a model of the seed's "
+                        "pretraining lengths) or longalpaca (lognormal:12000:0.5, an assumed LongAlpaca-like shape)")
     w.add_argument("--min_length", type=int, default=None,
                    help="keep min_length < length (default: the launch scripts', 1024)")
     w.add_argument("--max_length", type=int, default=None,

@@ -18,7 +18,7 @@ from acerag_megatron.data.sampler import DistributedBatchSampler
 
 # Named distributions: (median, sigma) of a log-normal, cut to (min_length, max_length).
 PRESETS = {
-    # The simulation of RedPajama documents (mean 3,372, p90 6,502 in (1024, 16000)).
+    # A log-normal model of the seed's RedPajama documents (mean 3,372, p90 6,502 in (1024, 16000)).
     "redpajama": (2200.0, 0.8),
     # An assumption, not a measurement: LongAlpaca-12k is mostly long QA over papers and books
     # (about 8k-32k tokens); --lengths-from on the real data replaces it.
